@@ -16,12 +16,20 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn new(errno: i32, msg: impl Into<String>) -> Self {
-        Error { errno, msg: msg.into(), source: None }
+        Error {
+            errno,
+            msg: msg.into(),
+            source: None,
+        }
     }
 
     /// Wrap an io::Error, keeping its errno (EIO when it has none).
     pub fn io(context: impl Into<String>, e: std::io::Error) -> Self {
-        Error { errno: e.raw_os_error().unwrap_or(libc::EIO), msg: context.into(), source: Some(e) }
+        Error {
+            errno: e.raw_os_error().unwrap_or(libc::EIO),
+            msg: context.into(),
+            source: Some(e),
+        }
     }
 
     /// Linux name of the errno ("EINVAL"), for `smoothfs: mount failed: X: msg`.

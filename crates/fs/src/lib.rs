@@ -4,8 +4,17 @@
 //! (so tests can drive it without a mount); [`fuse`] is the thin adapter.
 
 pub mod error;
+pub mod fuse;
+pub mod index;
+pub mod journal;
 pub mod marker;
+pub mod mount;
+pub mod namespace;
+pub mod oid;
 pub mod options;
+pub mod placement;
 pub mod probe;
+pub mod sys;
+pub mod tier;
 
 pub use error::{Error, Result};

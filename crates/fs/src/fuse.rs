@@ -1,0 +1,992 @@
+//! The thin `fuser` adapter: translates FUSE requests into [`Namespace`]
+//! calls and owns what only exists because of FUSE — file handles and the
+//! passthrough backing ids.
+//!
+//! Passthrough invariant (DESIGN §4): an inode has at most one `BackingId`,
+//! shared by every passthrough open of it (`Weak` per inode, `Arc` per
+//! handle, dropped at the last release); the backing file is opened O_RDWR
+//! so one registration can serve readers and writers. The kernel refuses
+//! to mix passthrough and cached opens of one inode, so an inode with
+//! mediated opens gets mediated opens until they are all released.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    AccessFlags, BackingId, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem,
+    FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+use parking_lot::{Mutex, RwLock};
+use tracing::{debug, info, warn};
+
+use crate::error::Error;
+use crate::namespace::{self, Entry, KIND_DIR, KIND_FILE, KIND_SYMLINK, Namespace};
+use crate::options::PassthroughMode;
+use crate::sys;
+
+/// An open regular file.
+struct Handle {
+    ino: u64,
+    fd: OwnedFd,
+    /// Set for passthrough handles: keeps the inode's backing id alive.
+    backing: Option<Arc<BackingId>>,
+    /// The handle that created a spilled file reports SPILL at release.
+    created: bool,
+}
+
+/// An open directory: the merged listing snapshot taken at offset 0 (S2.3).
+struct DirHandle {
+    entries: Mutex<Vec<namespace::DirEntry>>,
+}
+
+#[derive(Default)]
+struct InodeIo {
+    backing: Option<Weak<BackingId>>,
+    mediated_open: u32,
+    passthrough_open: u32,
+}
+
+pub struct SmoothFs {
+    pub ns: Arc<Namespace>,
+    mode: PassthroughMode,
+    passthrough_negotiated: bool,
+    entry_ttl: Duration,
+    attr_ttl: Duration,
+    next_fh: AtomicU64,
+    handles: RwLock<HashMap<u64, Arc<Handle>>>,
+    dirs: RwLock<HashMap<u64, Arc<DirHandle>>>,
+    io: Mutex<HashMap<u64, InodeIo>>,
+    /// Called with each spill record when it is ready to be reported.
+    pub on_spill: Option<Box<dyn Fn(namespace::SpillRecord) + Send + Sync>>,
+}
+
+fn errno(e: &Error) -> Errno {
+    Errno::from_i32(e.errno)
+}
+
+fn ts(sec: i64, nsec: i64) -> SystemTime {
+    if sec >= 0 {
+        UNIX_EPOCH + Duration::new(sec as u64, nsec as u32)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(sec.unsigned_abs()) + Duration::from_nanos(nsec as u64)
+    }
+}
+
+pub fn to_attr(st: &libc::stat) -> FileAttr {
+    let kind = match st.st_mode & libc::S_IFMT {
+        libc::S_IFDIR => FileType::Directory,
+        libc::S_IFLNK => FileType::Symlink,
+        libc::S_IFCHR => FileType::CharDevice,
+        libc::S_IFBLK => FileType::BlockDevice,
+        libc::S_IFIFO => FileType::NamedPipe,
+        libc::S_IFSOCK => FileType::Socket,
+        _ => FileType::RegularFile,
+    };
+    FileAttr {
+        ino: INodeNo(st.st_ino),
+        size: st.st_size as u64,
+        blocks: st.st_blocks as u64,
+        atime: ts(st.st_atime, st.st_atime_nsec),
+        mtime: ts(st.st_mtime, st.st_mtime_nsec),
+        ctime: ts(st.st_ctime, st.st_ctime_nsec),
+        crtime: ts(st.st_ctime, st.st_ctime_nsec),
+        kind,
+        perm: (st.st_mode & 0o7777) as u16,
+        nlink: st.st_nlink as u32,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        rdev: st.st_rdev as u32,
+        blksize: st.st_blksize as u32,
+        flags: 0,
+    }
+}
+
+fn file_type(kind: u8, mode_hint: Option<u32>) -> FileType {
+    match kind {
+        KIND_DIR => FileType::Directory,
+        KIND_SYMLINK => FileType::Symlink,
+        KIND_FILE => FileType::RegularFile,
+        _ => match mode_hint.map(|m| m & libc::S_IFMT) {
+            Some(libc::S_IFCHR) => FileType::CharDevice,
+            Some(libc::S_IFBLK) => FileType::BlockDevice,
+            Some(libc::S_IFIFO) => FileType::NamedPipe,
+            Some(libc::S_IFSOCK) => FileType::Socket,
+            _ => FileType::RegularFile,
+        },
+    }
+}
+
+fn to_timespec(t: TimeOrNow) -> Option<libc::timespec> {
+    match t {
+        TimeOrNow::Now => None,
+        TimeOrNow::SpecificTime(st) => Some(match st.duration_since(UNIX_EPOCH) {
+            Ok(d) => libc::timespec {
+                tv_sec: d.as_secs() as i64,
+                tv_nsec: d.subsec_nanos() as i64,
+            },
+            Err(e) => {
+                let d = e.duration();
+                let mut sec = -(d.as_secs() as i64);
+                let mut nsec = -(d.subsec_nanos() as i64);
+                if nsec < 0 {
+                    sec -= 1;
+                    nsec += 1_000_000_000;
+                }
+                libc::timespec {
+                    tv_sec: sec,
+                    tv_nsec: nsec,
+                }
+            }
+        }),
+    }
+}
+
+impl SmoothFs {
+    pub fn new(
+        ns: Arc<Namespace>,
+        mode: PassthroughMode,
+        entry_ttl: Duration,
+        attr_ttl: Duration,
+    ) -> SmoothFs {
+        SmoothFs {
+            ns,
+            mode,
+            passthrough_negotiated: false,
+            entry_ttl,
+            attr_ttl,
+            next_fh: AtomicU64::new(1),
+            handles: RwLock::new(HashMap::new()),
+            dirs: RwLock::new(HashMap::new()),
+            io: Mutex::new(HashMap::new()),
+            on_spill: None,
+        }
+    }
+
+    fn reply_entry(&self, reply: ReplyEntry, e: &Entry) {
+        reply.entry_with_ttls(
+            &self.entry_ttl,
+            &self.attr_ttl,
+            &to_attr(&e.attr),
+            Generation(e.generation as u64),
+        );
+    }
+
+    fn new_fh(&self) -> u64 {
+        self.next_fh.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn handle(&self, fh: FileHandle) -> Result<Arc<Handle>, Errno> {
+        self.handles.read().get(&fh.0).cloned().ok_or(Errno::EBADF)
+    }
+
+    /// Decide the I/O mode of a new open and register it. Returns the
+    /// backing id to hand the kernel for a passthrough open.
+    fn open_mode(
+        &self,
+        ino: u64,
+        fd: &OwnedFd,
+        rank: u8,
+        open_backing: &dyn Fn(&OwnedFd) -> std::io::Result<BackingId>,
+    ) -> Option<Arc<BackingId>> {
+        let tier_ok = self
+            .ns
+            .tiers
+            .get(rank as usize)
+            .map(|t| t.passthrough.load(Ordering::Relaxed))
+            .unwrap_or(false);
+        let mut io = self.io.lock();
+        let st = io.entry(ino).or_default();
+        let want = self.passthrough_negotiated
+            && self.mode != PassthroughMode::Off
+            && tier_ok
+            && st.mediated_open == 0;
+        if want {
+            if let Some(id) = st.backing.as_ref().and_then(Weak::upgrade) {
+                st.passthrough_open += 1;
+                return Some(id);
+            }
+            match open_backing(fd) {
+                Ok(id) => {
+                    let id = Arc::new(id);
+                    st.backing = Some(Arc::downgrade(&id));
+                    st.passthrough_open += 1;
+                    return Some(id);
+                }
+                Err(e) => {
+                    warn!(
+                        "passthrough unavailable for inode {ino:#x} on tier {rank}: {e}; using mediated I/O"
+                    );
+                    if let Some(t) = self.ns.tiers.get(rank as usize) {
+                        t.passthrough.store(false, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        st.mediated_open += 1;
+        None
+    }
+
+    fn release_mode(&self, ino: u64, passthrough: bool) {
+        let mut io = self.io.lock();
+        if let Some(st) = io.get_mut(&ino) {
+            if passthrough {
+                st.passthrough_open = st.passthrough_open.saturating_sub(1);
+            } else {
+                st.mediated_open = st.mediated_open.saturating_sub(1);
+            }
+            if st.passthrough_open == 0 && st.mediated_open == 0 {
+                io.remove(&ino);
+            }
+        }
+    }
+
+    /// The lower descriptor for a new handle: O_RDWR when possible so a
+    /// shared passthrough backing can serve every access mode.
+    fn open_for_handle(&self, ino: u64, flags: i32) -> Result<(OwnedFd, u8), Error> {
+        let base = flags
+            & !(libc::O_ACCMODE | libc::O_DIRECT | libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY);
+        match self.ns.open_lower(ino, base | libc::O_RDWR) {
+            Ok(v) => Ok(v),
+            Err(e)
+                if matches!(
+                    e.errno,
+                    libc::EROFS | libc::ETXTBSY | libc::EACCES | libc::EPERM
+                ) =>
+            {
+                self.ns.open_lower(ino, base | (flags & libc::O_ACCMODE))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn fopen_flags(flags: i32) -> FopenFlags {
+        if flags & libc::O_DIRECT != 0 {
+            FopenFlags::FOPEN_DIRECT_IO
+        } else {
+            FopenFlags::empty()
+        }
+    }
+}
+
+impl Filesystem for SmoothFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let wanted = InitFlags::FUSE_EXPORT_SUPPORT
+            | InitFlags::FUSE_POSIX_ACL
+            | InitFlags::FUSE_DONT_MASK
+            | InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_READDIRPLUS_AUTO
+            | InitFlags::FUSE_ATOMIC_O_TRUNC
+            | InitFlags::FUSE_BIG_WRITES;
+        for f in wanted.iter() {
+            if config.add_capabilities(f).is_err() {
+                debug!("kernel does not offer {f:?}");
+            }
+        }
+        if self.mode != PassthroughMode::Off {
+            match config.add_capabilities(InitFlags::FUSE_PASSTHROUGH) {
+                Ok(()) => {
+                    let _ = config.set_max_stack_depth(1);
+                    self.passthrough_negotiated = true;
+                }
+                Err(_) if self.mode == PassthroughMode::On => {
+                    return Err(std::io::Error::from_raw_os_error(libc::EOPNOTSUPP));
+                }
+                Err(_) => info!("kernel does not offer FUSE passthrough; every handle is mediated"),
+            }
+        }
+        let _ = config.set_max_write(1 << 20);
+        Ok(())
+    }
+
+    fn destroy(&mut self) {
+        info!("FUSE session destroyed (unmount)");
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        match self.ns.lookup(parent.0, name) {
+            Ok(e) => self.reply_entry(reply, &e),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.ns.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        if let Some(fh) = fh
+            && let Ok(h) = self.handle(fh)
+            && let Ok(mut st) = sys::fstat(h.fd.as_fd())
+        {
+            st.st_ino = ino.0;
+            return reply.attr(&self.attr_ttl, &to_attr(&st));
+        }
+        match self.ns.getattr(ino.0) {
+            Ok(st) => reply.attr(&self.attr_ttl, &to_attr(&st)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let h = fh.and_then(|f| self.handle(f).ok());
+        let r = self.ns.setattr(
+            ino.0,
+            mode,
+            uid,
+            gid,
+            size,
+            atime.map(to_timespec),
+            mtime.map(to_timespec),
+            h.as_ref().map(|h| h.fd.as_fd()),
+        );
+        match r {
+            Ok(st) => reply.attr(&self.attr_ttl, &to_attr(&st)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.ns.readlink(ino.0) {
+            Ok(t) => reply.data(&t),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        match self
+            .ns
+            .mknod(parent.0, name, mode, umask, rdev, req.uid(), req.gid())
+        {
+            Ok(e) => self.reply_entry(reply, &e),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        match self.ns.mkdir(
+            parent.0,
+            name,
+            mode | libc::S_IFDIR,
+            umask,
+            req.uid(),
+            req.gid(),
+        ) {
+            Ok(e) => self.reply_entry(reply, &e),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.ns.unlink(parent.0, name) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.ns.rmdir(parent.0, name) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        match self
+            .ns
+            .symlink(parent.0, link_name, target, req.uid(), req.gid())
+        {
+            Ok(e) => self.reply_entry(reply, &e),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        match self
+            .ns
+            .rename(parent.0, name, newparent.0, newname, flags.bits())
+        {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        match self.ns.link(ino.0, newparent.0, newname) {
+            Ok(e) => self.reply_entry(reply, &e),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let flags = flags.0;
+        let (fd, rank) = match self.open_for_handle(ino.0, flags) {
+            Ok(v) => v,
+            Err(e) => return reply.error(errno(&e)),
+        };
+        if flags & libc::O_DIRECT != 0 && self.ns.tiers[rank as usize].caps & (1 << 7) == 0 {
+            return reply.error(Errno::EINVAL);
+        }
+        let backing = self.open_mode(ino.0, &fd, rank, &|f| reply.open_backing(f.as_fd()));
+        let fh = self.new_fh();
+        let fopen = Self::fopen_flags(flags);
+        let is_pt = backing.is_some();
+        let h = Arc::new(Handle {
+            ino: ino.0,
+            fd,
+            backing,
+            created: false,
+        });
+        self.handles.write().insert(fh, Arc::clone(&h));
+        match &h.backing {
+            Some(id) => {
+                self.ns
+                    .counters
+                    .passthrough_opens_total
+                    .fetch_add(1, Ordering::Relaxed);
+                reply.opened_passthrough(FileHandle(fh), fopen, id)
+            }
+            None => {
+                let _ = is_pt;
+                self.ns
+                    .counters
+                    .mediated_opens_total
+                    .fetch_add(1, Ordering::Relaxed);
+                reply.opened(FileHandle(fh), fopen)
+            }
+        }
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let (e, fd) = match self
+            .ns
+            .create(parent.0, name, mode, umask, flags, req.uid(), req.gid())
+        {
+            Ok(v) => v,
+            Err(e) => return reply.error(errno(&e)),
+        };
+        let rank = self.ns.node(e.ino).ok().and_then(|n| n.rank).unwrap_or(0);
+        let backing = self.open_mode(e.ino, &fd, rank, &|f| reply.open_backing(f.as_fd()));
+        let fh = self.new_fh();
+        let fopen = Self::fopen_flags(flags);
+        let h = Arc::new(Handle {
+            ino: e.ino,
+            fd,
+            backing,
+            created: true,
+        });
+        self.handles.write().insert(fh, Arc::clone(&h));
+        let attr = to_attr(&e.attr);
+        match &h.backing {
+            Some(id) => {
+                self.ns
+                    .counters
+                    .passthrough_opens_total
+                    .fetch_add(1, Ordering::Relaxed);
+                reply.created_passthrough(
+                    &self.entry_ttl,
+                    &attr,
+                    Generation(e.generation as u64),
+                    FileHandle(fh),
+                    fopen,
+                    id,
+                )
+            }
+            None => {
+                self.ns
+                    .counters
+                    .mediated_opens_total
+                    .fetch_add(1, Ordering::Relaxed);
+                reply.created(
+                    &self.entry_ttl,
+                    &attr,
+                    Generation(e.generation as u64),
+                    FileHandle(fh),
+                    fopen,
+                )
+            }
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let h = match self.handle(fh) {
+            Ok(h) => h,
+            Err(e) => return reply.error(e),
+        };
+        let mut buf = vec![0u8; size as usize];
+        let mut done = 0usize;
+        while done < buf.len() {
+            match sys::pread(h.fd.as_fd(), &mut buf[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(e) => return reply.error(Errno::from(e)),
+            }
+        }
+        reply.data(&buf[..done]);
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let h = match self.handle(fh) {
+            Ok(h) => h,
+            Err(e) => return reply.error(e),
+        };
+        let mut done = 0usize;
+        while done < data.len() {
+            match sys::pwrite(h.fd.as_fd(), &data[done..], offset + done as u64) {
+                Ok(n) => done += n,
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(e) if done > 0 => {
+                    debug!("short write after {done} bytes: {e}");
+                    break;
+                }
+                Err(e) => return reply.error(Errno::from(e)),
+            }
+        }
+        reply.written(done as u32);
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let h = self.handles.write().remove(&fh.0);
+        if let Some(h) = h {
+            self.release_mode(h.ino, h.backing.is_some());
+            if let Ok(st) = sys::fstat(h.fd.as_fd()) {
+                self.ns.refresh_snapshot(h.ino, &st);
+                if h.created
+                    && let Some(s) = self.ns.spill_released(h.ino, st.st_size as u64)
+                    && let Some(cb) = &self.on_spill
+                {
+                    cb(s);
+                }
+            }
+        }
+        reply.ok();
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let h = match self.handle(fh) {
+            Ok(h) => h,
+            Err(e) => return reply.error(e),
+        };
+        if let Err(e) = sys::fsync(h.fd.as_fd(), datasync) {
+            return reply.error(Errno::from(e));
+        }
+        // Metadata records of this object become durable with the file (S4.2 item 3).
+        match self.ns.placement.sync() {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.ns.node(ino.0) {
+            Ok(n) if n.kind == KIND_DIR => {
+                let fh = self.new_fh();
+                self.dirs.write().insert(
+                    fh,
+                    Arc::new(DirHandle {
+                        entries: Mutex::new(Vec::new()),
+                    }),
+                );
+                reply.opened(FileHandle(fh), FopenFlags::empty());
+            }
+            Ok(_) => reply.error(Errno::ENOTDIR),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let Some(d) = self.dirs.read().get(&fh.0).cloned() else {
+            return reply.error(Errno::EBADF);
+        };
+        let mut entries = d.entries.lock();
+        if offset == 0 {
+            match self.ns.list_dir(ino.0) {
+                Ok(list) => *entries = list,
+                Err(e) => return reply.error(errno(&e)),
+            }
+        }
+        // Offsets: 1 = ".", 2 = "..", 2 + i + 1 = entries[i].
+        let mut off = offset;
+        if off == 0 {
+            if reply.add(ino, 1, FileType::Directory, ".") {
+                return reply.ok();
+            }
+            off = 1;
+        }
+        if off == 1 {
+            if reply.add(INodeNo(1), 2, FileType::Directory, "..") {
+                return reply.ok();
+            }
+            off = 2;
+        }
+        for (i, e) in entries.iter().enumerate().skip((off - 2) as usize) {
+            if reply.add(
+                INodeNo(e.ino),
+                2 + i as u64 + 1,
+                file_type(e.kind, None),
+                &e.name,
+            ) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let Some(d) = self.dirs.read().get(&fh.0).cloned() else {
+            return reply.error(Errno::EBADF);
+        };
+        let mut entries = d.entries.lock();
+        if offset == 0 {
+            match self.ns.list_dir(ino.0) {
+                Ok(list) => *entries = list,
+                Err(e) => return reply.error(errno(&e)),
+            }
+        }
+        // "." and ".." take no lookup reference in READDIRPLUS (the kernel
+        // does not instantiate them), so they are sent without one.
+        let mut off = offset;
+        if off == 0 {
+            let Ok(st) = self.ns.getattr(ino.0) else {
+                return reply.error(Errno::EIO);
+            };
+            if reply.add(ino, 1, ".", &Duration::ZERO, &to_attr(&st), Generation(0)) {
+                return reply.ok();
+            }
+            off = 1;
+        }
+        if off == 1 {
+            let parent = self.ns.parent_attr(ino.0);
+            if let Some(st) = parent
+                && reply.add(
+                    INodeNo(st.st_ino),
+                    2,
+                    "..",
+                    &Duration::ZERO,
+                    &to_attr(&st),
+                    Generation(0),
+                )
+            {
+                return reply.ok();
+            }
+            off = 2;
+        }
+        for (i, e) in entries.iter().enumerate().skip((off - 2) as usize) {
+            let ent = match self.ns.lookup_child(ino.0, &e.name) {
+                Ok(ent) => ent,
+                Err(_) => continue,
+            };
+            if reply.add(
+                INodeNo(ent.ino),
+                2 + i as u64 + 1,
+                &e.name,
+                &self.entry_ttl,
+                &to_attr(&ent.attr),
+                Generation(ent.generation as u64),
+            ) {
+                // Entry did not fit: the kernel never saw it, undo its lookup.
+                self.ns.forget(ent.ino, 1);
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.dirs.write().remove(&fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.ns.fsync_dir(ino.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        match self.ns.statfs() {
+            Ok(s) => reply.statfs(
+                s.f_blocks,
+                s.f_bfree,
+                s.f_bavail,
+                s.f_files,
+                s.f_ffree,
+                4096,
+                s.f_namemax as u32,
+                4096,
+            ),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        match self.ns.setxattr(ino.0, name, value, flags, req.uid()) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match self.ns.getxattr(ino.0, name) {
+            Ok(v) if size == 0 => reply.size(v.len() as u32),
+            Ok(v) if v.len() <= size as usize => reply.data(&v),
+            Ok(_) => reply.error(Errno::ERANGE),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.ns.listxattr(ino.0) {
+            Ok(v) if size == 0 => reply.size(v.len() as u32),
+            Ok(v) if v.len() <= size as usize => reply.data(&v),
+            Ok(_) => reply.error(Errno::ERANGE),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.ns.removexattr(ino.0, name) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        // default_permissions: the kernel has already checked.
+        reply.ok();
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let h = match self.handle(fh) {
+            Ok(h) => h,
+            Err(e) => return reply.error(e),
+        };
+        match sys::fallocate(h.fd.as_fd(), mode, offset, length) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(Errno::from(e)),
+        }
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        let h = match self.handle(fh) {
+            Ok(h) => h,
+            Err(e) => return reply.error(e),
+        };
+        match sys::lseek(h.fd.as_fd(), offset, whence) {
+            Ok(o) => reply.offset(o),
+            Err(e) => reply.error(Errno::from(e)),
+        }
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        _ino_in: INodeNo,
+        fh_in: FileHandle,
+        offset_in: u64,
+        _ino_out: INodeNo,
+        fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        _flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        let (hi, ho) = match (self.handle(fh_in), self.handle(fh_out)) {
+            (Ok(a), Ok(b)) => (a, b),
+            _ => return reply.error(Errno::EBADF),
+        };
+        let len = len.min(u32::MAX as u64 & !0xfff);
+        match sys::copy_file_range(hi.fd.as_fd(), offset_in, ho.fd.as_fd(), offset_out, len) {
+            Ok(n) => reply.written(n as u32),
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                // Different tiers: copy through a buffer.
+                let mut buf = vec![0u8; len.min(1 << 20) as usize];
+                match sys::pread(hi.fd.as_fd(), &mut buf, offset_in) {
+                    Ok(n) => match sys::pwrite(ho.fd.as_fd(), &buf[..n], offset_out) {
+                        Ok(w) => reply.written(w as u32),
+                        Err(e) => reply.error(Errno::from(e)),
+                    },
+                    Err(e) => reply.error(Errno::from(e)),
+                }
+            }
+            Err(e) => reply.error(Errno::from(e)),
+        }
+    }
+}

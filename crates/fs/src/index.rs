@@ -1,0 +1,1008 @@
+//! The persistent identity index (SPEC S3.5) in `<meta>/.smoothfs/index/`:
+//! one redb database holding, per OID, the object's identity, placement,
+//! movement state, pins, names and attribute snapshot, with the secondary
+//! keys st_ino -> OID, rel_path -> OID and (slot, lower inode) -> OID,
+//! tombstones, the checkpoint seq and the scrub cursor.
+//!
+//! Owns the index's tables and the meaning of applying each journal record
+//! to them. It changes identity state only through [`Index::apply`] and
+//! [`Index::apply_batch`] (S3.5 item 3); the attribute snapshot and the
+//! scrub cursor are the only un-journaled writes. It never touches the
+//! journal or a lower file.
+//!
+//! Durability: applies are committed with `Durability::None` (visible to
+//! readers at once, persisted by the next durable commit); only
+//! [`Index::commit_checkpoint`] is durable. After a crash redb returns to
+//! the last checkpoint and the journal tail is applied again, so every
+//! apply is idempotent: applying a sequence of records a second time, from
+//! any state that already reflects it, changes nothing.
+//!
+//! Path keys are `parent ‖ 0x00 ‖ name` (the root, "", is the empty key), so
+//! one directory's entries are one contiguous key range.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction,
+};
+
+use crate::err;
+use crate::error::{Error, Result};
+use crate::journal::{NO_SLOT, Record};
+use crate::oid::Oid;
+use crate::placement::state;
+
+/// Object kinds stored in the index.
+pub mod kind {
+    pub const FILE: u8 = 1;
+    pub const DIR: u8 = 2;
+    pub const SYMLINK: u8 = 3;
+    pub const OTHER: u8 = 4;
+}
+
+/// The only protocol pin persisted across remount (S8.3): `pin_lun`.
+pub const PIN_LUN: u8 = 5;
+/// Tombstones are kept this long (S3.3 item 2).
+pub const TOMBSTONE_KEEP_SECS: u64 = 30 * 24 * 3600;
+const INDEX_FILE: &str = "index.redb";
+const VALUE_VERSION: u8 = 1;
+
+const OBJECTS: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("objects");
+const BY_INO: TableDefinition<u64, [u8; 16]> = TableDefinition::new("by_ino");
+const BY_PATH: TableDefinition<&[u8], [u8; 16]> = TableDefinition::new("by_path");
+const BY_LOWER: TableDefinition<(u8, u64), [u8; 16]> = TableDefinition::new("by_lower");
+/// oid -> (generation, deleted-at unix seconds)
+const TOMBSTONES: TableDefinition<[u8; 16], (u32, u64)> = TableDefinition::new("tombstones");
+/// (deleted-at, oid): expiry order for tombstones.
+const TOMB_EXPIRY: TableDefinition<(u64, [u8; 16]), ()> = TableDefinition::new("tombstone_expiry");
+/// Objects whose movement state is not `placed` (normalised at mount) ->
+/// the slot the move started from.
+const MOVING: TableDefinition<[u8; 16], u8> = TableDefinition::new("moving");
+/// oid -> (stage kind, source slot), S14.
+const STAGED: TableDefinition<[u8; 16], (u8, u8)> = TableDefinition::new("staged");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const META_CHECKPOINT_SEQ: &str = "checkpoint_seq";
+const META_SCRUB_CURSOR: &str = "scrub_cursor";
+
+/// Attribute snapshot (S3.5 item 1), refreshed on release and movement.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AttrSnapshot {
+    pub size: u64,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime_ns: i64,
+}
+
+/// One object as the index knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectRec {
+    pub oid: Oid,
+    pub r#gen: u32,
+    /// [`kind`]: 1 file, 2 dir, 3 symlink, 4 other.
+    pub kind: u8,
+    /// Slot of the authoritative copy; 0xFF for directories.
+    pub slot: u8,
+    /// Lower inode number on `slot`; 0 when unknown (after a switch until
+    /// the namespace records the destination's inode with a new PLACED).
+    pub lower_ino: u64,
+    pub rel_path: String,
+    pub movement_state: u8,
+    /// 0xFF when no movement is in flight.
+    pub intended_slot: u8,
+    pub transaction_seq: u64,
+    pub policy_pin: u8,
+    /// Only `pin_lun` (5) is stored; `pin_lease` lives in memory.
+    pub protocol_pin: u8,
+    pub always_mediated: bool,
+    /// Every name made through smoothfs; the first is the primary name and
+    /// equals `rel_path`.
+    pub nlink_names: Vec<String>,
+    pub attrs: AttrSnapshot,
+}
+
+impl ObjectRec {
+    /// A freshly placed object with no movement, pins or names.
+    pub fn new(oid: Oid, kind: u8, slot: u8, lower_ino: u64, rel_path: &str) -> ObjectRec {
+        ObjectRec {
+            oid,
+            r#gen: 0,
+            kind,
+            slot,
+            lower_ino,
+            rel_path: rel_path.to_string(),
+            movement_state: state::PLACED,
+            intended_slot: NO_SLOT,
+            transaction_seq: 0,
+            policy_pin: 0,
+            protocol_pin: 0,
+            always_mediated: false,
+            nlink_names: vec![rel_path.to_string()],
+            attrs: AttrSnapshot::default(),
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out =
+            Vec::with_capacity(80 + self.nlink_names.iter().map(|n| n.len() + 2).sum::<usize>());
+        out.push(VALUE_VERSION);
+        out.extend_from_slice(&self.r#gen.to_le_bytes());
+        out.extend_from_slice(&[self.kind, self.slot]);
+        out.extend_from_slice(&self.lower_ino.to_le_bytes());
+        out.extend_from_slice(&[self.movement_state, self.intended_slot]);
+        out.extend_from_slice(&self.transaction_seq.to_le_bytes());
+        out.extend_from_slice(&[
+            self.policy_pin,
+            self.protocol_pin,
+            u8::from(self.always_mediated),
+        ]);
+        out.extend_from_slice(&self.attrs.size.to_le_bytes());
+        out.extend_from_slice(&self.attrs.mode.to_le_bytes());
+        out.extend_from_slice(&self.attrs.uid.to_le_bytes());
+        out.extend_from_slice(&self.attrs.gid.to_le_bytes());
+        out.extend_from_slice(&self.attrs.mtime_ns.to_le_bytes());
+        out.extend_from_slice(&(self.nlink_names.len() as u32).to_le_bytes());
+        for n in &self.nlink_names {
+            out.extend_from_slice(&(n.len() as u32).to_le_bytes());
+            out.extend_from_slice(n.as_bytes());
+        }
+        out
+    }
+
+    fn decode(oid: Oid, b: &[u8]) -> Result<ObjectRec> {
+        let bad = || err!(libc::EIO, "identity index: malformed record for {oid}");
+        let mut pos = 0usize;
+        let mut take = |n: usize| -> Result<&[u8]> {
+            let s = b.get(pos..pos + n).ok_or_else(bad)?;
+            pos += n;
+            Ok(s)
+        };
+        if take(1)?[0] != VALUE_VERSION {
+            return Err(bad());
+        }
+        let gen_ = u32::from_le_bytes(arr(take(4)?));
+        let ks = take(2)?;
+        let (kind, slot) = (ks[0], ks[1]);
+        let lower_ino = u64::from_le_bytes(arr(take(8)?));
+        let ms = take(2)?;
+        let (movement_state, intended_slot) = (ms[0], ms[1]);
+        let transaction_seq = u64::from_le_bytes(arr(take(8)?));
+        let p = take(3)?;
+        let (policy_pin, protocol_pin, always_mediated) = (p[0], p[1], p[2] != 0);
+        let attrs = AttrSnapshot {
+            size: u64::from_le_bytes(arr(take(8)?)),
+            mode: u32::from_le_bytes(arr(take(4)?)),
+            uid: u32::from_le_bytes(arr(take(4)?)),
+            gid: u32::from_le_bytes(arr(take(4)?)),
+            mtime_ns: i64::from_le_bytes(arr(take(8)?)),
+        };
+        let count = u32::from_le_bytes(arr(take(4)?)) as usize;
+        let mut names = Vec::with_capacity(count.min(64));
+        for _ in 0..count {
+            let len = u32::from_le_bytes(arr(take(4)?)) as usize;
+            let s = std::str::from_utf8(take(len)?).map_err(|_| bad())?;
+            names.push(s.to_string());
+        }
+        Ok(ObjectRec {
+            oid,
+            r#gen: gen_,
+            kind,
+            slot,
+            lower_ino,
+            rel_path: names.first().cloned().unwrap_or_default(),
+            movement_state,
+            intended_slot,
+            transaction_seq,
+            policy_pin,
+            protocol_pin,
+            always_mediated,
+            nlink_names: names,
+            attrs,
+        })
+    }
+}
+
+fn arr<const N: usize>(b: &[u8]) -> [u8; N] {
+    let mut out = [0u8; N];
+    out.copy_from_slice(&b[..N]);
+    out
+}
+
+fn db_err(context: &'static str) -> impl Fn(redb::Error) -> Error {
+    move |e| err!(libc::EIO, "identity index: {context}: {e}")
+}
+
+/// `parent ‖ 0x00 ‖ name`; the root ("") is the empty key.
+pub fn path_key(rel_path: &str) -> Vec<u8> {
+    if rel_path.is_empty() {
+        return Vec::new();
+    }
+    let (parent, name) = rel_path.rsplit_once('/').unwrap_or(("", rel_path));
+    let mut k = Vec::with_capacity(rel_path.len() + 1);
+    k.extend_from_slice(parent.as_bytes());
+    k.push(0);
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Filters a protocol pin to what the index persists.
+fn persisted_protocol_pin(pin: u8) -> u8 {
+    if pin == PIN_LUN { PIN_LUN } else { 0 }
+}
+
+/// Every table, opened once per write transaction.
+struct Tables<'t> {
+    objects: Table<'t, [u8; 16], &'static [u8]>,
+    by_ino: Table<'t, u64, [u8; 16]>,
+    by_path: Table<'t, &'static [u8], [u8; 16]>,
+    by_lower: Table<'t, (u8, u64), [u8; 16]>,
+    tombstones: Table<'t, [u8; 16], (u32, u64)>,
+    tomb_expiry: Table<'t, (u64, [u8; 16]), ()>,
+    moving: Table<'t, [u8; 16], u8>,
+    staged: Table<'t, [u8; 16], (u8, u8)>,
+}
+
+macro_rules! tx {
+    ($e:expr, $ctx:expr) => {
+        $e.map_err(|e| db_err($ctx)(e.into()))?
+    };
+}
+
+impl<'t> Tables<'t> {
+    fn open(txn: &'t WriteTransaction) -> Result<Tables<'t>> {
+        Ok(Tables {
+            objects: tx!(txn.open_table(OBJECTS), "open objects"),
+            by_ino: tx!(txn.open_table(BY_INO), "open by_ino"),
+            by_path: tx!(txn.open_table(BY_PATH), "open by_path"),
+            by_lower: tx!(txn.open_table(BY_LOWER), "open by_lower"),
+            tombstones: tx!(txn.open_table(TOMBSTONES), "open tombstones"),
+            tomb_expiry: tx!(txn.open_table(TOMB_EXPIRY), "open tombstone_expiry"),
+            moving: tx!(txn.open_table(MOVING), "open moving"),
+            staged: tx!(txn.open_table(STAGED), "open staged"),
+        })
+    }
+
+    fn get(&self, oid: &Oid) -> Result<Option<ObjectRec>> {
+        match tx!(self.objects.get(oid.0), "read object") {
+            Some(v) => Ok(Some(ObjectRec::decode(*oid, v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn put(&mut self, rec: &ObjectRec) -> Result<()> {
+        let bytes = rec.encode();
+        tx!(
+            self.objects.insert(rec.oid.0, bytes.as_slice()),
+            "write object"
+        );
+        Ok(())
+    }
+
+    /// Points `path` at `oid`, taking the name away from any other object
+    /// that still claims it (a name shows exactly one object).
+    fn claim_path(&mut self, path: &str, oid: &Oid) -> Result<()> {
+        let key = path_key(path);
+        let prev =
+            tx!(self.by_path.insert(key.as_slice(), oid.0), "write path").map(|v| Oid(v.value()));
+        if let Some(prev) = prev
+            && prev != *oid
+            && let Some(mut other) = self.get(&prev)?
+        {
+            other.nlink_names.retain(|n| n != path);
+            other.rel_path = other.nlink_names.first().cloned().unwrap_or_default();
+            self.put(&other)?;
+        }
+        Ok(())
+    }
+
+    /// Removes the `path` key if it points at `oid`.
+    fn release_path(&mut self, path: &str, oid: &Oid) -> Result<()> {
+        let key = path_key(path);
+        let owned =
+            tx!(self.by_path.get(key.as_slice()), "read path").is_some_and(|v| v.value() == oid.0);
+        if owned {
+            tx!(self.by_path.remove(key.as_slice()), "remove path");
+        }
+        Ok(())
+    }
+
+    fn release_lower(&mut self, slot: u8, lower_ino: u64, oid: &Oid) -> Result<()> {
+        if slot == NO_SLOT || lower_ino == 0 {
+            return Ok(());
+        }
+        let owned = tx!(self.by_lower.get((slot, lower_ino)), "read lower")
+            .is_some_and(|v| v.value() == oid.0);
+        if owned {
+            tx!(self.by_lower.remove((slot, lower_ino)), "remove lower");
+        }
+        Ok(())
+    }
+
+    fn clear_tombstone(&mut self, oid: &Oid) -> Result<()> {
+        if let Some((_, at)) =
+            tx!(self.tombstones.remove(oid.0), "remove tombstone").map(|v| v.value())
+        {
+            tx!(
+                self.tomb_expiry.remove((at, oid.0)),
+                "remove tombstone expiry"
+            );
+        }
+        Ok(())
+    }
+
+    /// Deletes the object and every key pointing at it; keeps (oid -> gen).
+    fn tombstone(&mut self, oid: &Oid, gen_: u32, now: u64) -> Result<()> {
+        if let Some(rec) = self.get(oid)? {
+            for n in &rec.nlink_names {
+                self.release_path(n, oid)?;
+            }
+            self.release_lower(rec.slot, rec.lower_ino, oid)?;
+            let ino = oid.ino();
+            let owned = tx!(self.by_ino.get(ino), "read ino").is_some_and(|v| v.value() == oid.0);
+            if owned {
+                tx!(self.by_ino.remove(ino), "remove ino");
+            }
+            tx!(self.objects.remove(oid.0), "remove object");
+            tx!(self.moving.remove(oid.0), "remove moving");
+            tx!(self.staged.remove(oid.0), "remove staged");
+        }
+        let exists = tx!(self.tombstones.get(oid.0), "read tombstone").is_some();
+        if !exists {
+            tx!(
+                self.tombstones.insert(oid.0, (gen_, now)),
+                "write tombstone"
+            );
+            tx!(
+                self.tomb_expiry.insert((now, oid.0), ()),
+                "write tombstone expiry"
+            );
+        }
+        Ok(())
+    }
+
+    /// Rewrites every name under `old_dir/` to `new_dir/`, depth first.
+    fn rewrite_subtree(&mut self, old_dir: &str, new_dir: &str) -> Result<()> {
+        if old_dir == new_dir || old_dir.is_empty() || new_dir.starts_with(&format!("{old_dir}/")) {
+            return Ok(());
+        }
+        let mut lo = old_dir.as_bytes().to_vec();
+        lo.push(0);
+        let mut hi = old_dir.as_bytes().to_vec();
+        hi.push(1);
+        let mut entries = Vec::new();
+        for item in tx!(
+            self.by_path.range(lo.as_slice()..hi.as_slice()),
+            "scan directory"
+        ) {
+            let (k, v) = tx!(item, "scan directory");
+            let name = String::from_utf8_lossy(&k.value()[lo.len()..]).into_owned();
+            entries.push((name, Oid(v.value())));
+        }
+        for (name, child) in entries {
+            let old_path = join(old_dir, &name);
+            let new_path = join(new_dir, &name);
+            tx!(
+                self.by_path.remove(path_key(&old_path).as_slice()),
+                "remove path"
+            );
+            tx!(
+                self.by_path.insert(path_key(&new_path).as_slice(), child.0),
+                "write path"
+            );
+            if let Some(mut rec) = self.get(&child)? {
+                for n in rec.nlink_names.iter_mut() {
+                    if *n == old_path {
+                        n.clone_from(&new_path);
+                    }
+                }
+                rec.rel_path = rec.nlink_names.first().cloned().unwrap_or_default();
+                self.put(&rec)?;
+                if rec.kind == kind::DIR {
+                    self.rewrite_subtree(&old_path, &new_path)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Renames one name of `oid` (and the subtree below it for a directory).
+    fn rename_name(&mut self, oid: &Oid, old_path: &str, new_path: &str) -> Result<()> {
+        let Some(mut rec) = self.get(oid)? else {
+            return Ok(());
+        };
+        if old_path == new_path {
+            return Ok(());
+        }
+        match rec.nlink_names.iter().position(|n| n == old_path) {
+            Some(i) => {
+                rec.nlink_names[i] = new_path.to_string();
+                let mut seen = std::collections::HashSet::new();
+                rec.nlink_names.retain(|n| seen.insert(n.clone()));
+            }
+            None if !rec.nlink_names.iter().any(|n| n == new_path) => {
+                rec.nlink_names.push(new_path.to_string())
+            }
+            None => {}
+        }
+        rec.rel_path = rec.nlink_names.first().cloned().unwrap_or_default();
+        self.put(&rec)?;
+        self.release_path(old_path, oid)?;
+        self.claim_path(new_path, oid)?;
+        if rec.kind == kind::DIR {
+            self.rewrite_subtree(old_path, new_path)?;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, rec: &Record, now: u64, attrs: Option<&AttrSnapshot>) -> Result<()> {
+        match rec {
+            Record::Placed {
+                oid,
+                gen_,
+                kind,
+                slot,
+                policy_pin,
+                protocol_pin,
+                always_mediated,
+                lower_ino,
+                path,
+            } => {
+                self.clear_tombstone(oid)?;
+                let mut obj = match self.get(oid)? {
+                    Some(mut obj) => {
+                        if (obj.slot, obj.lower_ino) != (*slot, *lower_ino) {
+                            self.release_lower(obj.slot, obj.lower_ino, oid)?;
+                        }
+                        match obj.nlink_names.iter().position(|n| n == path) {
+                            Some(i) => {
+                                let p = obj.nlink_names.remove(i);
+                                obj.nlink_names.insert(0, p);
+                            }
+                            None if obj.nlink_names.is_empty() => {
+                                obj.nlink_names.push(path.clone())
+                            }
+                            None => {
+                                let old = std::mem::replace(&mut obj.nlink_names[0], path.clone());
+                                self.release_path(&old, oid)?;
+                            }
+                        }
+                        obj
+                    }
+                    None => ObjectRec::new(*oid, *kind, *slot, *lower_ino, path),
+                };
+                obj.r#gen = *gen_;
+                obj.kind = *kind;
+                obj.slot = *slot;
+                obj.lower_ino = *lower_ino;
+                obj.policy_pin = *policy_pin;
+                obj.protocol_pin = persisted_protocol_pin(*protocol_pin);
+                obj.always_mediated = *always_mediated;
+                obj.rel_path.clone_from(path);
+                if let Some(a) = attrs {
+                    obj.attrs = *a;
+                }
+                self.put(&obj)?;
+                self.claim_path(path, oid)?;
+                tx!(self.by_ino.insert(oid.ino(), oid.0), "write ino");
+                if *slot != NO_SLOT && *lower_ino != 0 {
+                    tx!(
+                        self.by_lower.insert((*slot, *lower_ino), oid.0),
+                        "write lower"
+                    );
+                }
+            }
+            Record::Move {
+                oid,
+                state: st,
+                current_slot,
+                intended_slot,
+                transaction_seq,
+                ..
+            } => {
+                let Some(mut obj) = self.get(oid)? else {
+                    return Ok(());
+                };
+                let before = obj.slot;
+                // After the switch the authoritative copy is the intended one.
+                let authoritative = if state::is_past_switch(*st) {
+                    *intended_slot
+                } else {
+                    *current_slot
+                };
+                if authoritative != obj.slot && obj.slot != NO_SLOT {
+                    self.release_lower(obj.slot, obj.lower_ino, oid)?;
+                    obj.slot = authoritative;
+                    obj.lower_ino = 0;
+                }
+                obj.movement_state = *st;
+                obj.intended_slot = if *st == state::PLACED {
+                    NO_SLOT
+                } else {
+                    *intended_slot
+                };
+                obj.transaction_seq = *transaction_seq;
+                self.put(&obj)?;
+                if *st == state::PLACED {
+                    tx!(self.moving.remove(oid.0), "remove moving");
+                } else {
+                    let known = tx!(self.moving.get(oid.0), "read moving").map(|v| v.value());
+                    let source = if !state::is_past_switch(*st) {
+                        *current_slot
+                    } else if let Some(s) = known {
+                        s
+                    } else if *current_slot != *intended_slot {
+                        *current_slot
+                    } else if before != *intended_slot {
+                        before
+                    } else {
+                        NO_SLOT
+                    };
+                    tx!(self.moving.insert(oid.0, source), "write moving");
+                }
+            }
+            Record::Link { oid, path } => {
+                let Some(mut obj) = self.get(oid)? else {
+                    return Ok(());
+                };
+                if !obj.nlink_names.iter().any(|n| n == path) {
+                    obj.nlink_names.push(path.clone());
+                    obj.rel_path = obj.nlink_names[0].clone();
+                    self.put(&obj)?;
+                }
+                self.claim_path(path, oid)?;
+            }
+            Record::Unlink {
+                oid,
+                gen_,
+                remaining_links,
+                path,
+            } => {
+                if let Some(mut obj) = self.get(oid)? {
+                    let before = obj.nlink_names.len();
+                    obj.nlink_names.retain(|n| n != path);
+                    if obj.nlink_names.len() != before {
+                        obj.rel_path = obj.nlink_names.first().cloned().unwrap_or_default();
+                        self.put(&obj)?;
+                    }
+                    self.release_path(path, oid)?;
+                }
+                if *remaining_links == 0 {
+                    self.tombstone(oid, *gen_, now)?;
+                }
+            }
+            Record::Rename {
+                oid,
+                replaced,
+                old_path,
+                new_path,
+            } => {
+                if let Some(r) = replaced
+                    && r != oid
+                    && let Some(mut victim) = self.get(r)?
+                {
+                    victim.nlink_names.retain(|n| n != new_path);
+                    if victim.nlink_names.is_empty() {
+                        self.tombstone(r, victim.r#gen, now)?;
+                    } else {
+                        victim.rel_path = victim.nlink_names[0].clone();
+                        self.put(&victim)?;
+                        self.release_path(new_path, r)?;
+                    }
+                }
+                self.rename_name(oid, old_path, new_path)?;
+            }
+            Record::DirRename {
+                oid,
+                old_path,
+                new_path,
+                ..
+            } => self.rename_name(oid, old_path, new_path)?,
+            Record::Pin {
+                oid,
+                policy_pin,
+                protocol_pin,
+                always_mediated,
+            } => {
+                if let Some(mut obj) = self.get(oid)? {
+                    obj.policy_pin = *policy_pin;
+                    obj.protocol_pin = persisted_protocol_pin(*protocol_pin);
+                    obj.always_mediated = *always_mediated;
+                    self.put(&obj)?;
+                }
+            }
+            Record::Gen { oid, gen_ } => {
+                if let Some(mut obj) = self.get(oid)? {
+                    obj.r#gen = *gen_;
+                    self.put(&obj)?;
+                }
+            }
+            Record::Stage {
+                oid,
+                kind: k,
+                source_slot,
+            } => {
+                if *k == 0 {
+                    tx!(self.staged.remove(oid.0), "remove staged");
+                } else if self.get(oid)?.is_some() {
+                    tx!(
+                        self.staged.insert(oid.0, (*k, *source_slot)),
+                        "write staged"
+                    );
+                }
+            }
+            Record::Checkpoint { .. } | Record::Unknown { .. } => {}
+        }
+        Ok(())
+    }
+}
+
+/// Everything the index holds about live objects and tombstones, for
+/// comparing two indexes in tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IndexSnapshot {
+    pub objects: Vec<ObjectRec>,
+    pub paths: Vec<(String, Oid)>,
+    pub inos: Vec<(u64, Oid)>,
+    pub lowers: Vec<((u8, u64), Oid)>,
+    pub tombstones: Vec<(Oid, u32)>,
+    pub moving: Vec<(Oid, u8)>,
+    pub staged: Vec<(Oid, u8, u8)>,
+}
+
+/// The open index.
+pub struct Index {
+    db: Database,
+}
+
+impl Index {
+    /// Opens or creates `<dir>/index.redb`.
+    pub fn open(dir: &Path) -> Result<Index> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("create index directory {}", dir.display()), e))?;
+        let path = dir.join(INDEX_FILE);
+        let db = tx!(Database::create(&path), "open database");
+        let idx = Index { db };
+        let mut txn = tx!(idx.db.begin_write(), "begin");
+        tx!(txn.set_durability(Durability::Immediate), "durability");
+        {
+            Tables::open(&txn)?;
+            tx!(txn.open_table(META), "open meta");
+        }
+        tx!(txn.commit(), "commit");
+        Ok(idx)
+    }
+
+    /// The highest journal seq the durable index state reflects.
+    pub fn checkpoint_seq(&self) -> Result<u64> {
+        let txn = tx!(self.db.begin_read(), "begin read");
+        let meta = tx!(txn.open_table(META), "open meta");
+        let v = tx!(meta.get(META_CHECKPOINT_SEQ), "read checkpoint seq");
+        Ok(v.map(|v| {
+            let b = v.value();
+            if b.len() == 8 {
+                u64::from_le_bytes(arr(b))
+            } else {
+                0
+            }
+        })
+        .unwrap_or(0))
+    }
+
+    /// Applies one record (and for PLACED the caller's attribute snapshot)
+    /// in its own non-durable transaction.
+    pub fn apply(&self, rec: &Record, attrs: Option<&AttrSnapshot>) -> Result<()> {
+        let mut txn = tx!(self.db.begin_write(), "begin");
+        tx!(txn.set_durability(Durability::None), "durability");
+        {
+            let mut t = Tables::open(&txn)?;
+            t.apply(rec, unix_now(), attrs)?;
+        }
+        tx!(txn.commit(), "commit");
+        Ok(())
+    }
+
+    /// Applies many records in one non-durable transaction (replay).
+    pub fn apply_batch<'a>(&self, recs: impl IntoIterator<Item = &'a Record>) -> Result<()> {
+        let mut txn = tx!(self.db.begin_write(), "begin");
+        tx!(txn.set_durability(Durability::None), "durability");
+        {
+            let mut t = Tables::open(&txn)?;
+            let now = unix_now();
+            for rec in recs {
+                t.apply(rec, now, None)?;
+            }
+        }
+        tx!(txn.commit(), "commit");
+        Ok(())
+    }
+
+    /// Durably commits everything applied so far as reflecting the journal
+    /// up to `seq`, and drops tombstones older than 30 days.
+    pub fn commit_checkpoint(&self, seq: u64) -> Result<()> {
+        let mut txn = tx!(self.db.begin_write(), "begin");
+        tx!(txn.set_durability(Durability::Immediate), "durability");
+        {
+            let mut meta = tx!(txn.open_table(META), "open meta");
+            tx!(
+                meta.insert(META_CHECKPOINT_SEQ, seq.to_le_bytes().as_slice()),
+                "write checkpoint seq"
+            );
+            let mut t = Tables::open(&txn)?;
+            let cutoff = unix_now().saturating_sub(TOMBSTONE_KEEP_SECS);
+            let mut expired = Vec::new();
+            for item in tx!(
+                t.tomb_expiry.range(..(cutoff, [0u8; 16])),
+                "scan tombstones"
+            ) {
+                let (k, _) = tx!(item, "scan tombstones");
+                expired.push(k.value());
+            }
+            for (at, oid) in expired {
+                tx!(t.tomb_expiry.remove((at, oid)), "remove tombstone expiry");
+                let same =
+                    tx!(t.tombstones.get(oid), "read tombstone").is_some_and(|v| v.value().1 == at);
+                if same {
+                    tx!(t.tombstones.remove(oid), "remove tombstone");
+                }
+            }
+        }
+        tx!(txn.commit(), "commit checkpoint");
+        Ok(())
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&redb::ReadTransaction) -> Result<T>) -> Result<T> {
+        let txn = tx!(self.db.begin_read(), "begin read");
+        f(&txn)
+    }
+
+    fn get_in(txn: &redb::ReadTransaction, oid: &Oid) -> Result<Option<ObjectRec>> {
+        let t = tx!(txn.open_table(OBJECTS), "open objects");
+        match tx!(t.get(oid.0), "read object") {
+            Some(v) => Ok(Some(ObjectRec::decode(*oid, v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn get(&self, oid: &Oid) -> Result<Option<ObjectRec>> {
+        self.read(|txn| Self::get_in(txn, oid))
+    }
+
+    pub fn by_path(&self, rel_path: &str) -> Result<Option<ObjectRec>> {
+        self.read(|txn| {
+            let t = tx!(txn.open_table(BY_PATH), "open by_path");
+            let oid =
+                tx!(t.get(path_key(rel_path).as_slice()), "read path").map(|v| Oid(v.value()));
+            match oid {
+                Some(oid) => Self::get_in(txn, &oid),
+                None => Ok(None),
+            }
+        })
+    }
+
+    pub fn by_ino(&self, ino: u64) -> Result<Option<ObjectRec>> {
+        self.read(|txn| {
+            let t = tx!(txn.open_table(BY_INO), "open by_ino");
+            let oid = tx!(t.get(ino), "read ino").map(|v| Oid(v.value()));
+            match oid {
+                Some(oid) => Self::get_in(txn, &oid),
+                None => Ok(None),
+            }
+        })
+    }
+
+    pub fn by_lower(&self, slot: u8, lower_ino: u64) -> Result<Option<ObjectRec>> {
+        self.read(|txn| {
+            let t = tx!(txn.open_table(BY_LOWER), "open by_lower");
+            let oid = tx!(t.get((slot, lower_ino)), "read lower").map(|v| Oid(v.value()));
+            match oid {
+                Some(oid) => Self::get_in(txn, &oid),
+                None => Ok(None),
+            }
+        })
+    }
+
+    /// Generation of a tombstoned OID.
+    pub fn tombstone(&self, oid: &Oid) -> Result<Option<u32>> {
+        self.read(|txn| {
+            let t = tx!(txn.open_table(TOMBSTONES), "open tombstones");
+            Ok(tx!(t.get(oid.0), "read tombstone").map(|v| v.value().0))
+        })
+    }
+
+    /// The entries of directory `dir_rel_path` ("" is the root), by name.
+    pub fn children(&self, dir_rel_path: &str) -> Result<Vec<(String, ObjectRec)>> {
+        self.read(|txn| {
+            let t = tx!(txn.open_table(BY_PATH), "open by_path");
+            let mut lo = dir_rel_path.as_bytes().to_vec();
+            lo.push(0);
+            let mut hi = dir_rel_path.as_bytes().to_vec();
+            hi.push(1);
+            let mut out = Vec::new();
+            for item in tx!(t.range(lo.as_slice()..hi.as_slice()), "scan directory") {
+                let (k, v) = tx!(item, "scan directory");
+                let name = String::from_utf8_lossy(&k.value()[lo.len()..]).into_owned();
+                if let Some(rec) = Self::get_in(txn, &Oid(v.value()))? {
+                    out.push((name, rec));
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Objects whose movement state is not `placed`, with the slot their
+    /// move started from.
+    pub fn moving(&self) -> Result<Vec<(ObjectRec, u8)>> {
+        self.read(|txn| {
+            let t = tx!(txn.open_table(MOVING), "open moving");
+            let mut oids = Vec::new();
+            for item in tx!(t.iter(), "scan moving") {
+                let (k, v) = tx!(item, "scan moving");
+                oids.push((Oid(k.value()), v.value()));
+            }
+            let mut out = Vec::new();
+            for (oid, source) in oids {
+                if let Some(rec) = Self::get_in(txn, &oid)? {
+                    out.push((rec, source));
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// (stage kind, source slot) of a staged object (S14).
+    pub fn staged(&self, oid: &Oid) -> Result<Option<(u8, u8)>> {
+        self.read(|txn| {
+            let t = tx!(txn.open_table(STAGED), "open staged");
+            Ok(tx!(t.get(oid.0), "read staged").map(|v| v.value()))
+        })
+    }
+
+    /// Refreshes the attribute snapshot (not journaled; persisted at the
+    /// next checkpoint).
+    pub fn set_attrs(&self, oid: &Oid, attrs: &AttrSnapshot) -> Result<()> {
+        let mut txn = tx!(self.db.begin_write(), "begin");
+        tx!(txn.set_durability(Durability::None), "durability");
+        {
+            let mut t = Tables::open(&txn)?;
+            if let Some(mut rec) = t.get(oid)? {
+                rec.attrs = *attrs;
+                t.put(&rec)?;
+            }
+        }
+        tx!(txn.commit(), "commit");
+        Ok(())
+    }
+
+    /// The scrub's resume point (S4.6), opaque to the index.
+    pub fn scrub_cursor(&self) -> Result<Option<Vec<u8>>> {
+        self.read(|txn| {
+            let t = tx!(txn.open_table(META), "open meta");
+            Ok(tx!(t.get(META_SCRUB_CURSOR), "read scrub cursor").map(|v| v.value().to_vec()))
+        })
+    }
+
+    /// Stores the scrub cursor (persisted at the next checkpoint).
+    pub fn set_scrub_cursor(&self, cursor: &[u8]) -> Result<()> {
+        let mut txn = tx!(self.db.begin_write(), "begin");
+        tx!(txn.set_durability(Durability::None), "durability");
+        {
+            let mut t = tx!(txn.open_table(META), "open meta");
+            tx!(t.insert(META_SCRUB_CURSOR, cursor), "write scrub cursor");
+        }
+        tx!(txn.commit(), "commit");
+        Ok(())
+    }
+
+    /// Full dump, for tests and debugging (reads every table).
+    #[doc(hidden)]
+    pub fn snapshot(&self) -> Result<IndexSnapshot> {
+        self.read(|txn| {
+            let mut s = IndexSnapshot::default();
+            let objects = tx!(txn.open_table(OBJECTS), "open objects");
+            for item in tx!(objects.iter(), "scan") {
+                let (k, v) = tx!(item, "scan");
+                s.objects
+                    .push(ObjectRec::decode(Oid(k.value()), v.value())?);
+            }
+            let paths = tx!(txn.open_table(BY_PATH), "open by_path");
+            for item in tx!(paths.iter(), "scan") {
+                let (k, v) = tx!(item, "scan");
+                let k = k.value();
+                let p = match k.iter().position(|b| *b == 0) {
+                    Some(i) => join(
+                        &String::from_utf8_lossy(&k[..i]),
+                        &String::from_utf8_lossy(&k[i + 1..]),
+                    ),
+                    None => String::new(),
+                };
+                s.paths.push((p, Oid(v.value())));
+            }
+            s.paths.sort();
+            let inos = tx!(txn.open_table(BY_INO), "open by_ino");
+            for item in tx!(inos.iter(), "scan") {
+                let (k, v) = tx!(item, "scan");
+                s.inos.push((k.value(), Oid(v.value())));
+            }
+            let lowers = tx!(txn.open_table(BY_LOWER), "open by_lower");
+            for item in tx!(lowers.iter(), "scan") {
+                let (k, v) = tx!(item, "scan");
+                s.lowers.push((k.value(), Oid(v.value())));
+            }
+            let tombs = tx!(txn.open_table(TOMBSTONES), "open tombstones");
+            for item in tx!(tombs.iter(), "scan") {
+                let (k, v) = tx!(item, "scan");
+                s.tombstones.push((Oid(k.value()), v.value().0));
+            }
+            let moving = tx!(txn.open_table(MOVING), "open moving");
+            for item in tx!(moving.iter(), "scan") {
+                let (k, v) = tx!(item, "scan");
+                s.moving.push((Oid(k.value()), v.value()));
+            }
+            let staged = tx!(txn.open_table(STAGED), "open staged");
+            for item in tx!(staged.iter(), "scan") {
+                let (k, v) = tx!(item, "scan");
+                let (a, b) = v.value();
+                s.staged.push((Oid(k.value()), a, b));
+            }
+            Ok(s)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_keys_keep_a_directory_contiguous() {
+        assert_eq!(path_key(""), b"");
+        assert_eq!(path_key("x"), b"\0x");
+        assert_eq!(path_key("a/b/c"), b"a/b\0c");
+        let mut keys = [
+            path_key("a/b/z"),
+            path_key("a/bb"),
+            path_key("a/b/c/d"),
+            path_key("a/b/a"),
+            path_key("a/b"),
+        ];
+        keys.sort();
+        let pos: Vec<_> = keys.iter().map(|k| k.starts_with(b"a/b\0")).collect();
+        // The two direct children of a/b are adjacent.
+        let first = pos.iter().position(|p| *p).unwrap();
+        assert!(pos[first + 1]);
+        assert_eq!(pos.iter().filter(|p| **p).count(), 2);
+    }
+
+    #[test]
+    fn object_value_round_trips() {
+        let mut rec = ObjectRec::new(Oid([7; 16]), kind::FILE, 1, 42, "a/b");
+        rec.nlink_names.push("c".into());
+        rec.attrs = AttrSnapshot {
+            size: 5,
+            mode: 0o100644,
+            uid: 1,
+            gid: 2,
+            mtime_ns: -3,
+        };
+        rec.movement_state = state::SWITCHED;
+        let back = ObjectRec::decode(rec.oid, &rec.encode()).unwrap();
+        assert_eq!(back, rec);
+        assert!(ObjectRec::decode(rec.oid, &rec.encode()[..10]).is_err());
+    }
+}

@@ -1,0 +1,347 @@
+//! The mount sequence (S1.9) and the daemon's life until unmount.
+//!
+//! Order: options (already parsed) -> pool lock -> markers -> tier roots
+//! and capability probe -> journal replay (bounded by the journal tail,
+//! never a tier walk) -> FUSE session -> pool record -> ready -> serve.
+//! `umount` or SIGTERM ends the session; the journal is then synced and
+//! checkpointed and the pool record removed.
+
+use std::ffi::OsStr;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::SystemTime;
+
+use fuser::{Config, SessionACL};
+use tracing::{error, info, warn};
+
+use crate::error::{Error, Result};
+use crate::fuse::SmoothFs;
+use crate::marker::{self, PoolLock};
+use crate::namespace::{Namespace, NamespaceConfig};
+use crate::options::{DEFAULT_RUN_DIR, MountFlag, MountOptions};
+use crate::placement::Placement;
+use crate::probe;
+use crate::sys;
+use crate::tier::Tier;
+
+/// Everything needed to serve one pool, before the FUSE session starts.
+pub struct PreparedPool {
+    pub opts: MountOptions,
+    pub ns: Arc<Namespace>,
+    pub lock: PoolLock,
+    pub tier_caps: Vec<u32>,
+}
+
+/// Steps of S1.9 up to (not including) the FUSE session.
+pub fn prepare(opts: MountOptions) -> Result<PreparedPool> {
+    let run_dir = opts
+        .socket_path()
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_RUN_DIR));
+    std::fs::create_dir_all(DEFAULT_RUN_DIR)
+        .map_err(|e| Error::io(format!("create {DEFAULT_RUN_DIR}"), e))?;
+    let lock = PoolLock::acquire(Path::new(DEFAULT_RUN_DIR), opts.uuid)?;
+    let _ = run_dir;
+    let ident = marker::establish_markers(&opts.tiers, opts.uuid, opts.tunables.meta_rebuild)?;
+    let mut tiers = Vec::with_capacity(opts.tiers.len());
+    let mut tier_caps = Vec::new();
+    for (rank, path) in opts.tiers.iter().enumerate() {
+        let caps = probe::probe_tier(rank, path)?;
+        let root = marker::open_tier_root(path)?;
+        let id = &ident.tiers[rank];
+        tier_caps.push(caps.mask);
+        tiers.push(Tier::new(
+            rank as u8,
+            id.slot,
+            path.clone(),
+            root,
+            caps.mask,
+        ));
+    }
+    let meta = &opts.tiers[ident.meta_rank];
+    let meta_dir = meta.join(".smoothfs");
+    let (placement, report) = Placement::open(&meta_dir, *opts.uuid.as_bytes())?;
+    if report.degraded {
+        error!(
+            "placement journal corrupted: {} record(s) lost; pool flagged degraded",
+            report.corrupt_records
+        );
+    }
+    // Apply the lower-file side of replay normalisation (S4.3 table).
+    for n in &report.normalised {
+        if let Some(slot) = n.remove_slot
+            && let Some(t) = tiers.iter().find(|t| t.slot == slot)
+        {
+            let (p, name) = crate::namespace::split(OsStr::new(&n.rel_path));
+            if let Ok(d) = t.open_dir(&p)
+                && matches!(sys::lgetxattr(d.as_fd(), &name, c"trusted.smoothfs.oid"), Ok(v) if v == n.oid.0)
+                && let Err(e) = sys::unlinkat(d.as_fd(), &name, false)
+            {
+                warn!("replay: could not remove copy of {} on tier {}: {e}", n.oid, t.rank);
+            }
+        }
+    }
+    info!(
+        "replayed {} journal record(s), normalised {} object(s)",
+        report.records_applied,
+        report.normalised.len()
+    );
+    let ns = Namespace::new(
+        tiers,
+        placement,
+        NamespaceConfig {
+            full_pct: opts.tunables.full_pct as u32,
+            metadata_mask: opts.metadata_active_tier_mask(),
+            read_only: opts.read_only(),
+        },
+    );
+    Ok(PreparedPool {
+        opts,
+        ns: Arc::new(ns),
+        lock,
+        tier_caps,
+    })
+}
+
+fn fuse_config(opts: &MountOptions) -> Config {
+    let mut c = Config::default();
+    c.acl = SessionACL::All;
+    c.n_threads = Some(opts.effective_threads().max(1) as usize);
+    c.clone_fd = true;
+    c
+}
+
+fn rfc3339_now() -> String {
+    let secs = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0) as i64;
+    // Civil-from-days (Howard Hinnant), UTC.
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+pub fn fsid(uuid: &uuid::Uuid) -> u32 {
+    xxhash_rust::xxh32::xxh32(uuid.as_bytes(), 0)
+}
+
+/// The pool record `/run/smoothfs/<uuid>.json` (S1.6).
+fn write_pool_record(p: &PreparedPool) -> Result<PathBuf> {
+    let path = Path::new(DEFAULT_RUN_DIR).join(format!("{}.json", p.opts.uuid_string()));
+    let tiers: Vec<serde_json::Value> =
+        p.ns.tiers
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "rank": t.rank,
+                    "path": t.path,
+                    "slot": t.slot,
+                    "caps": t.caps,
+                    "passthrough": t.passthrough.load(Ordering::Relaxed),
+                })
+            })
+            .collect();
+    let v = serde_json::json!({
+        "pool": p.opts.pool,
+        "uuid": p.opts.uuid_string(),
+        "fsid": format!("0x{:08x}", fsid(&p.opts.uuid)),
+        "mountpoint": p.opts.mountpoint,
+        "pid": std::process::id(),
+        "socket": p.opts.socket_path(),
+        "mounted_at": rfc3339_now(),
+        "tiers": tiers,
+    });
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&v).unwrap_or_default())
+        .map_err(|e| Error::io("write pool record", e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| Error::io("install pool record", e))?;
+    Ok(path)
+}
+
+/// Mount and serve until unmounted. `ready` is called once the FUSE mount
+/// is live (the mount helper then exits 0).
+pub fn run(opts: MountOptions, ready: impl FnOnce()) -> Result<()> {
+    // The lower create mode is exactly what we pass (we apply umask ourselves).
+    unsafe { libc::umask(0) };
+    let pool_name = opts.pool.clone();
+    let n_tiers = opts.tiers.len();
+    let prepared = prepare(opts)?;
+    let cfg = fuse_config(&prepared.opts);
+    let t = &prepared.opts.tunables;
+    let fs = SmoothFs::new(
+        Arc::clone(&prepared.ns),
+        t.passthrough,
+        t.entry_timeout,
+        t.attr_timeout,
+    );
+    let mountpoint = prepared.opts.mountpoint.clone();
+    let dev = kernel_mount(&prepared.opts)?;
+    let session = match fuser::Session::from_fd(fs, dev, SessionACL::All, cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            detach(&mountpoint);
+            return Err(Error::io(
+                format!("FUSE handshake on {}", mountpoint.display()),
+                e,
+            ));
+        }
+    };
+    let record = write_pool_record(&prepared)?;
+    info!("mounted pool '{pool_name}' with {n_tiers} tier(s)");
+    spawn_signal_thread(mountpoint.clone());
+    ready();
+    let result = session.run();
+    // If the loop ended for any reason other than an unmount, don't leave a dead mount behind.
+    detach(&mountpoint);
+    match &result {
+        Ok(()) => info!("FUSE session ended: filesystem unmounted"),
+        Err(e) => error!("FUSE session ended with error: {e}"),
+    }
+    let _ = std::fs::remove_file(&record);
+    let PreparedPool { ns, lock, .. } = prepared;
+    // Drain deferred metadata: sync + checkpoint the journal.
+    match Arc::try_unwrap(ns) {
+        Ok(ns) => {
+            if let Err(e) = ns.placement.close() {
+                error!("closing the placement journal failed: {e}");
+            }
+        }
+        Err(ns) => {
+            if let Err(e) = ns.placement.sync() {
+                error!("syncing the placement journal failed: {e}");
+            }
+            let _ = ns.placement.checkpoint();
+        }
+    }
+    drop(lock);
+    result.map_err(|e| Error::io("FUSE session", e))
+}
+
+/// mount(2) of type `fuse.smoothfs` (fuser's own mount always says
+/// `fuse`), with `allow_other,default_permissions` and the caller's source
+/// as fsname (S1.4 item 4). Returns the /dev/fuse descriptor to serve.
+fn kernel_mount(opts: &MountOptions) -> Result<std::os::fd::OwnedFd> {
+    use std::os::fd::AsRawFd;
+    let dev = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .map_err(|e| Error::io("open /dev/fuse", e))?;
+    let st = std::fs::metadata(&opts.mountpoint)
+        .map_err(|e| Error::io(format!("stat mountpoint {}", opts.mountpoint.display()), e))?;
+    use std::os::unix::fs::MetadataExt;
+    let data = format!(
+        "fd={},rootmode={:o},user_id=0,group_id=0,default_permissions,allow_other",
+        dev.as_raw_fd(),
+        st.mode() & libc::S_IFMT
+    );
+    let mut flags: libc::c_ulong = libc::MS_NODEV | libc::MS_NOSUID;
+    for f in &opts.flags {
+        match f {
+            MountFlag::Ro => flags |= libc::MS_RDONLY,
+            MountFlag::Rw => flags &= !libc::MS_RDONLY,
+            MountFlag::Nosuid => flags |= libc::MS_NOSUID,
+            MountFlag::Nodev => flags |= libc::MS_NODEV,
+            MountFlag::Noexec => flags |= libc::MS_NOEXEC,
+            MountFlag::Noatime => flags |= libc::MS_NOATIME,
+            MountFlag::Relatime => flags |= libc::MS_RELATIME,
+            MountFlag::Nodiratime => flags |= libc::MS_NODIRATIME,
+        }
+    }
+    let c = |s: &[u8]| {
+        std::ffi::CString::new(s)
+            .map_err(|_| crate::err!(libc::EINVAL, "NUL byte in mount argument"))
+    };
+    let source = c(opts.source.as_bytes())?;
+    let target = c(opts.mountpoint.as_os_str().as_encoded_bytes())?;
+    let fstype = c(b"fuse.smoothfs")?;
+    let data = c(data.as_bytes())?;
+    // SAFETY: all pointers are valid NUL-terminated strings for the call's duration.
+    let r = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            flags,
+            data.as_ptr().cast(),
+        )
+    };
+    if r != 0 {
+        return Err(Error::io(
+            format!("mount(2) on {}", opts.mountpoint.display()),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(dev.into())
+}
+
+fn detach(mountpoint: &Path) {
+    if let Ok(c) = std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes()) {
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+/// SIGTERM/SIGINT: unmount (the session loop then ends and we clean up).
+fn spawn_signal_thread(mountpoint: PathBuf) {
+    // Block the signals in this thread (inherited by every thread spawned later).
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+    let spawned = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+            unsafe {
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, libc::SIGTERM);
+                libc::sigaddset(&mut set, libc::SIGINT);
+            }
+            let mut sig = 0;
+            if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
+                info!("signal {sig} received: unmounting {}", mountpoint.display());
+                let c = match std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes()) {
+                    Ok(c) => c,
+                    Err(_) => return,
+                };
+                if unsafe { libc::umount2(c.as_ptr(), 0) } != 0 {
+                    let e = std::io::Error::last_os_error();
+                    warn!(
+                        "umount {} failed ({e}); detaching lazily",
+                        mountpoint.display()
+                    );
+                    unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        warn!("cannot start the signal thread: {e}");
+    }
+}
+
+/// Map a mount error to the S0 convention line.
+pub fn failure_line(e: &Error) -> String {
+    format!("smoothfs: mount failed: {}: {}", e.errno_name(), e)
+}

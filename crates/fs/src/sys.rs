@@ -1,0 +1,514 @@
+//! Every `unsafe` system-call wrapper of the data plane, in one place.
+//!
+//! Each wrapper is fd-relative (`*at`) and returns `io::Result`, where the
+//! errno *is* the error. Callers never build absolute lower paths: the only
+//! paths formed here are `/proc/self/fd/<dirfd>/<name>` for the xattr calls
+//! that have no `*at` form, and `<dirfd>` was itself opened confined to a
+//! tier root, with `name` a single component.
+
+use std::ffi::{CStr, CString, OsStr};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+
+fn cstr(s: &OsStr) -> io::Result<CString> {
+    CString::new(s.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn check_ssize(ret: libc::ssize_t) -> io::Result<usize> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret as usize)
+    }
+}
+
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+const RESOLVE_NO_SYMLINKS: u64 = 0x04;
+const RESOLVE_BENEATH: u64 = 0x08;
+
+/// `openat2(dirfd, path, flags, mode)` with RESOLVE_BENEATH |
+/// RESOLVE_NO_MAGICLINKS | RESOLVE_NO_SYMLINKS: the result is always inside
+/// `dirfd` and no symlink (planted in a tier or not) is followed on the way.
+pub fn openat_beneath(
+    dirfd: BorrowedFd<'_>,
+    path: &OsStr,
+    flags: i32,
+    mode: u32,
+) -> io::Result<OwnedFd> {
+    let path = if path.is_empty() {
+        OsStr::new(".")
+    } else {
+        path
+    };
+    let c = cstr(path)?;
+    let how = OpenHow {
+        flags: (flags | libc::O_CLOEXEC) as u64,
+        mode: if flags & (libc::O_CREAT | libc::O_TMPFILE) != 0 {
+            mode as u64
+        } else {
+            0
+        },
+        resolve: RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_SYMLINKS,
+    };
+    loop {
+        // SAFETY: `c` is a valid C string, `how` a valid open_how of the size passed.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                dirfd.as_raw_fd(),
+                c.as_ptr(),
+                &how as *const OpenHow,
+                std::mem::size_of::<OpenHow>(),
+            )
+        };
+        if ret >= 0 {
+            // SAFETY: the kernel returned a new descriptor we now own.
+            return Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) });
+        }
+        let e = io::Error::last_os_error();
+        // EAGAIN: a concurrent rename raced the resolution; retry.
+        if e.raw_os_error() != Some(libc::EAGAIN) {
+            return Err(e);
+        }
+    }
+}
+
+/// `openat(dirfd, name, flags | O_NOFOLLOW)` for a single component.
+pub fn openat_name(
+    dirfd: BorrowedFd<'_>,
+    name: &OsStr,
+    flags: i32,
+    mode: u32,
+) -> io::Result<OwnedFd> {
+    let c = cstr(name)?;
+    // SAFETY: valid C string; the returned fd is owned.
+    let fd = check(unsafe {
+        libc::openat(
+            dirfd.as_raw_fd(),
+            c.as_ptr(),
+            flags | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+            mode,
+        )
+    })?;
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+pub fn fstatat(dirfd: BorrowedFd<'_>, name: &OsStr) -> io::Result<libc::stat> {
+    let c = cstr(if name.is_empty() {
+        OsStr::new("")
+    } else {
+        name
+    })?;
+    let mut st = std::mem::MaybeUninit::<libc::stat>::zeroed();
+    let flags = libc::AT_SYMLINK_NOFOLLOW
+        | if name.is_empty() {
+            libc::AT_EMPTY_PATH
+        } else {
+            0
+        };
+    // SAFETY: st points to writable memory of the right size.
+    check(unsafe { libc::fstatat(dirfd.as_raw_fd(), c.as_ptr(), st.as_mut_ptr(), flags) })?;
+    Ok(unsafe { st.assume_init() })
+}
+
+pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
+    fstatat(fd, OsStr::new(""))
+}
+
+pub fn mkdirat(dirfd: BorrowedFd<'_>, name: &OsStr, mode: u32) -> io::Result<()> {
+    let c = cstr(name)?;
+    check(unsafe { libc::mkdirat(dirfd.as_raw_fd(), c.as_ptr(), mode) }).map(drop)
+}
+
+pub fn mknodat(dirfd: BorrowedFd<'_>, name: &OsStr, mode: u32, rdev: u64) -> io::Result<()> {
+    let c = cstr(name)?;
+    check(unsafe { libc::mknodat(dirfd.as_raw_fd(), c.as_ptr(), mode, rdev) }).map(drop)
+}
+
+pub fn symlinkat(target: &OsStr, dirfd: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
+    let t = cstr(target)?;
+    let c = cstr(name)?;
+    check(unsafe { libc::symlinkat(t.as_ptr(), dirfd.as_raw_fd(), c.as_ptr()) }).map(drop)
+}
+
+pub fn readlinkat(dirfd: BorrowedFd<'_>, name: &OsStr) -> io::Result<Vec<u8>> {
+    let c = cstr(name)?;
+    let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
+    let n = check_ssize(unsafe {
+        libc::readlinkat(
+            dirfd.as_raw_fd(),
+            c.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    })?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+pub fn unlinkat(dirfd: BorrowedFd<'_>, name: &OsStr, dir: bool) -> io::Result<()> {
+    let c = cstr(name)?;
+    let flags = if dir { libc::AT_REMOVEDIR } else { 0 };
+    check(unsafe { libc::unlinkat(dirfd.as_raw_fd(), c.as_ptr(), flags) }).map(drop)
+}
+
+pub fn renameat2(
+    olddir: BorrowedFd<'_>,
+    oldname: &OsStr,
+    newdir: BorrowedFd<'_>,
+    newname: &OsStr,
+    flags: u32,
+) -> io::Result<()> {
+    let o = cstr(oldname)?;
+    let n = cstr(newname)?;
+    check(unsafe {
+        libc::renameat2(
+            olddir.as_raw_fd(),
+            o.as_ptr(),
+            newdir.as_raw_fd(),
+            n.as_ptr(),
+            flags,
+        )
+    })
+    .map(drop)
+}
+
+pub fn linkat(
+    olddir: BorrowedFd<'_>,
+    oldname: &OsStr,
+    newdir: BorrowedFd<'_>,
+    newname: &OsStr,
+) -> io::Result<()> {
+    let o = cstr(oldname)?;
+    let n = cstr(newname)?;
+    check(unsafe {
+        libc::linkat(
+            olddir.as_raw_fd(),
+            o.as_ptr(),
+            newdir.as_raw_fd(),
+            n.as_ptr(),
+            0,
+        )
+    })
+    .map(drop)
+}
+
+pub fn fchownat(dirfd: BorrowedFd<'_>, name: &OsStr, uid: u32, gid: u32) -> io::Result<()> {
+    let c = cstr(name)?;
+    let flags = libc::AT_SYMLINK_NOFOLLOW
+        | if name.is_empty() {
+            libc::AT_EMPTY_PATH
+        } else {
+            0
+        };
+    check(unsafe { libc::fchownat(dirfd.as_raw_fd(), c.as_ptr(), uid, gid, flags) }).map(drop)
+}
+
+pub fn fchmodat(dirfd: BorrowedFd<'_>, name: &OsStr, mode: u32) -> io::Result<()> {
+    let c = cstr(name)?;
+    // fchmodat cannot take AT_SYMLINK_NOFOLLOW on most kernels; the caller
+    // never passes a symlink (chmod on a symlink through FUSE targets the link's target inode).
+    check(unsafe { libc::fchmodat(dirfd.as_raw_fd(), c.as_ptr(), mode, 0) }).map(drop)
+}
+
+pub fn utimensat(
+    dirfd: BorrowedFd<'_>,
+    name: &OsStr,
+    times: &[libc::timespec; 2],
+) -> io::Result<()> {
+    let c = cstr(name)?;
+    let flags = libc::AT_SYMLINK_NOFOLLOW;
+    check(unsafe { libc::utimensat(dirfd.as_raw_fd(), c.as_ptr(), times.as_ptr(), flags) })
+        .map(drop)
+}
+
+pub fn futimens(fd: BorrowedFd<'_>, times: &[libc::timespec; 2]) -> io::Result<()> {
+    check(unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) }).map(drop)
+}
+
+pub fn ftruncate(fd: BorrowedFd<'_>, size: u64) -> io::Result<()> {
+    check(unsafe { libc::ftruncate(fd.as_raw_fd(), size as libc::off_t) }).map(drop)
+}
+
+pub fn pread(fd: BorrowedFd<'_>, buf: &mut [u8], off: u64) -> io::Result<usize> {
+    check_ssize(unsafe {
+        libc::pread(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            off as libc::off_t,
+        )
+    })
+}
+
+pub fn pwrite(fd: BorrowedFd<'_>, buf: &[u8], off: u64) -> io::Result<usize> {
+    check_ssize(unsafe {
+        libc::pwrite(
+            fd.as_raw_fd(),
+            buf.as_ptr().cast(),
+            buf.len(),
+            off as libc::off_t,
+        )
+    })
+}
+
+pub fn fsync(fd: BorrowedFd<'_>, datasync: bool) -> io::Result<()> {
+    check(unsafe {
+        if datasync {
+            libc::fdatasync(fd.as_raw_fd())
+        } else {
+            libc::fsync(fd.as_raw_fd())
+        }
+    })
+    .map(drop)
+}
+
+pub fn fallocate(fd: BorrowedFd<'_>, mode: i32, off: u64, len: u64) -> io::Result<()> {
+    check(unsafe { libc::fallocate(fd.as_raw_fd(), mode, off as libc::off_t, len as libc::off_t) })
+        .map(drop)
+}
+
+pub fn lseek(fd: BorrowedFd<'_>, off: i64, whence: i32) -> io::Result<i64> {
+    let r = unsafe { libc::lseek(fd.as_raw_fd(), off, whence) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+pub fn copy_file_range(
+    fd_in: BorrowedFd<'_>,
+    off_in: u64,
+    fd_out: BorrowedFd<'_>,
+    off_out: u64,
+    len: u64,
+) -> io::Result<usize> {
+    let mut oi = off_in as libc::loff_t;
+    let mut oo = off_out as libc::loff_t;
+    check_ssize(unsafe {
+        libc::copy_file_range(
+            fd_in.as_raw_fd(),
+            &mut oi,
+            fd_out.as_raw_fd(),
+            &mut oo,
+            len as usize,
+            0,
+        )
+    })
+}
+
+pub fn fstatvfs(fd: BorrowedFd<'_>) -> io::Result<libc::statvfs> {
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    check(unsafe { libc::fstatvfs(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+    Ok(unsafe { st.assume_init() })
+}
+
+/// `flock(2)` on a lower descriptor (BSD locks are forwarded to the lower file).
+pub fn flock(fd: BorrowedFd<'_>, op: i32) -> io::Result<()> {
+    check(unsafe { libc::flock(fd.as_raw_fd(), op) }).map(drop)
+}
+
+/// Path naming `name` inside the confined directory `dirfd`, for the xattr
+/// calls that have no fd-relative form. `/proc/self/fd/N` is a magic link to
+/// the already-confined directory; `name` is one component and the `l*`
+/// calls never follow it.
+fn proc_path(dirfd: BorrowedFd<'_>, name: &OsStr) -> io::Result<CString> {
+    let mut p = format!("/proc/self/fd/{}", dirfd.as_raw_fd()).into_bytes();
+    if !name.is_empty() {
+        p.push(b'/');
+        p.extend_from_slice(name.as_bytes());
+    }
+    CString::new(p).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// Read an xattr of `name` in `dirfd` (or of `dirfd` itself when `name` is
+/// empty). Grows the buffer as needed.
+pub fn lgetxattr(dirfd: BorrowedFd<'_>, name: &OsStr, attr: &CStr) -> io::Result<Vec<u8>> {
+    let p = proc_path(dirfd, name)?;
+    let follow = name.is_empty();
+    let mut cap = 256usize;
+    loop {
+        let mut buf = vec![0u8; cap];
+        let r = unsafe {
+            if follow {
+                libc::getxattr(
+                    p.as_ptr(),
+                    attr.as_ptr(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                )
+            } else {
+                libc::lgetxattr(
+                    p.as_ptr(),
+                    attr.as_ptr(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                )
+            }
+        };
+        if r >= 0 {
+            buf.truncate(r as usize);
+            return Ok(buf);
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ERANGE) && cap < (1 << 20) {
+            cap *= 16;
+            continue;
+        }
+        return Err(e);
+    }
+}
+
+/// Size of an xattr value (for getxattr with size 0).
+pub fn lgetxattr_size(dirfd: BorrowedFd<'_>, name: &OsStr, attr: &CStr) -> io::Result<usize> {
+    let p = proc_path(dirfd, name)?;
+    check_ssize(unsafe {
+        if name.is_empty() {
+            libc::getxattr(p.as_ptr(), attr.as_ptr(), std::ptr::null_mut(), 0)
+        } else {
+            libc::lgetxattr(p.as_ptr(), attr.as_ptr(), std::ptr::null_mut(), 0)
+        }
+    })
+}
+
+pub fn lsetxattr(
+    dirfd: BorrowedFd<'_>,
+    name: &OsStr,
+    attr: &CStr,
+    value: &[u8],
+    flags: i32,
+) -> io::Result<()> {
+    let p = proc_path(dirfd, name)?;
+    check(unsafe {
+        if name.is_empty() {
+            libc::setxattr(
+                p.as_ptr(),
+                attr.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                flags,
+            )
+        } else {
+            libc::lsetxattr(
+                p.as_ptr(),
+                attr.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                flags,
+            )
+        }
+    })
+    .map(drop)
+}
+
+pub fn lremovexattr(dirfd: BorrowedFd<'_>, name: &OsStr, attr: &CStr) -> io::Result<()> {
+    let p = proc_path(dirfd, name)?;
+    check(unsafe {
+        if name.is_empty() {
+            libc::removexattr(p.as_ptr(), attr.as_ptr())
+        } else {
+            libc::lremovexattr(p.as_ptr(), attr.as_ptr())
+        }
+    })
+    .map(drop)
+}
+
+/// The raw NUL-separated xattr name list.
+pub fn llistxattr(dirfd: BorrowedFd<'_>, name: &OsStr) -> io::Result<Vec<u8>> {
+    let p = proc_path(dirfd, name)?;
+    let mut cap = 1024usize;
+    loop {
+        let mut buf = vec![0u8; cap];
+        let r = unsafe {
+            if name.is_empty() {
+                libc::listxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+            } else {
+                libc::llistxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+            }
+        };
+        if r >= 0 {
+            buf.truncate(r as usize);
+            return Ok(buf);
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ERANGE) && cap < (1 << 22) {
+            cap *= 16;
+            continue;
+        }
+        return Err(e);
+    }
+}
+
+/// A directory entry read from a lower directory.
+pub struct RawDirent {
+    pub name: Vec<u8>,
+    pub ino: u64,
+    pub d_type: u8,
+}
+
+/// All entries of the directory `fd` except `.` and `..`.
+pub fn read_dir_all(fd: BorrowedFd<'_>) -> io::Result<Vec<RawDirent>> {
+    // Duplicate with a fresh open so the caller's fd offset is untouched.
+    let dup = openat_beneath(fd, OsStr::new("."), libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_getdents64,
+                dup.as_raw_fd(),
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if n == 0 {
+            break;
+        }
+        let n = n as usize;
+        let mut off = 0usize;
+        while off + 19 <= n {
+            let ino = u64::from_ne_bytes(buf[off..off + 8].try_into().unwrap_or([0; 8]));
+            let reclen = u16::from_ne_bytes([buf[off + 16], buf[off + 17]]) as usize;
+            let d_type = buf[off + 18];
+            if reclen == 0 || off + reclen > n {
+                break;
+            }
+            let name_bytes = &buf[off + 19..off + reclen];
+            let len = name_bytes
+                .iter()
+                .position(|b| *b == 0)
+                .unwrap_or(name_bytes.len());
+            let name = name_bytes[..len].to_vec();
+            if name != b"." && name != b".." {
+                out.push(RawDirent { name, ino, d_type });
+            }
+            off += reclen;
+        }
+    }
+    Ok(out)
+}
+
+pub fn ioctl_ficlone(dst: BorrowedFd<'_>, src: BorrowedFd<'_>) -> io::Result<()> {
+    const FICLONE: libc::c_ulong = 0x4004_9409;
+    check(unsafe { libc::ioctl(dst.as_raw_fd(), FICLONE, src.as_raw_fd()) }).map(drop)
+}
