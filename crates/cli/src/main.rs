@@ -3,6 +3,7 @@
 //! Invoked as `mount.fuse.smoothfs` (argv[0]) it behaves as the mount
 //! helper of S1.4: `mount.fuse.smoothfs SOURCE MOUNTPOINT [-o OPTS] [-n] [-s] [-f] [-v]`.
 
+mod ops;
 mod pool;
 
 use std::io::{Read, Write};
@@ -37,6 +38,12 @@ enum Cmd {
     /// Managed pools: systemd mount units (S21).
     #[command(subcommand)]
     Pool(pool::PoolCmd),
+    /// Status items and tiers of a mounted pool (S1.7).
+    Status(ops::StatusArgs),
+    /// Inspect the object behind a path or object id (S20.4.1).
+    Inspect(ops::InspectArgs),
+    /// Print a pool's events as JSON lines (S26.5).
+    Events(ops::EventsArgs),
 }
 
 #[derive(clap::Args)]
@@ -78,6 +85,9 @@ fn main() -> ExitCode {
     match cli.cmd {
         Cmd::Mount(a) => do_mount(a, false),
         Cmd::Pool(p) => pool::run(p),
+        Cmd::Status(a) => ops::status(a),
+        Cmd::Inspect(a) => ops::inspect(a),
+        Cmd::Events(a) => ops::events(a),
     }
 }
 

@@ -331,7 +331,22 @@ impl Filesystem for SmoothFs {
         }
         match self.ns.getattr(ino.0) {
             Ok(st) => reply.attr(&self.attr_ttl, &to_attr(&st)),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => {
+                // An unlinked file that is still open lives on through its handles.
+                let open = self
+                    .handles
+                    .read()
+                    .values()
+                    .find(|h| h.ino == ino.0)
+                    .cloned();
+                if let Some(h) = open
+                    && let Ok(mut st) = sys::fstat(h.fd.as_fd())
+                {
+                    st.st_ino = ino.0;
+                    return reply.attr(&self.attr_ttl, &to_attr(&st));
+                }
+                reply.error(errno(&e))
+            }
         }
     }
 

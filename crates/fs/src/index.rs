@@ -20,12 +20,13 @@
 //! Path keys are `parent ‖ 0x00 ‖ name` (the root, "", is the empty key), so
 //! one directory's entries are one contiguous key range.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction,
-};
+use parking_lot::Mutex;
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::err;
 use crate::error::{Error, Result};
@@ -246,16 +247,65 @@ fn persisted_protocol_pin(pin: u8) -> u8 {
     if pin == PIN_LUN { PIN_LUN } else { 0 }
 }
 
-/// Every table, opened once per write transaction.
-struct Tables<'t> {
-    objects: Table<'t, [u8; 16], &'static [u8]>,
-    by_ino: Table<'t, u64, [u8; 16]>,
-    by_path: Table<'t, &'static [u8], [u8; 16]>,
-    by_lower: Table<'t, (u8, u64), [u8; 16]>,
-    tombstones: Table<'t, [u8; 16], (u32, u64)>,
-    tomb_expiry: Table<'t, (u64, [u8; 16]), ()>,
-    moving: Table<'t, [u8; 16], u8>,
-    staged: Table<'t, [u8; 16], (u8, u8)>,
+/// Changes applied since the last flush, keyed like the tables; `None`
+/// marks a deletion. Readers look here before the database.
+#[derive(Default)]
+struct Overlay {
+    objects: HashMap<[u8; 16], Option<ObjectRec>>,
+    by_ino: HashMap<u64, Option<[u8; 16]>>,
+    by_path: BTreeMap<Vec<u8>, Option<[u8; 16]>>,
+    by_lower: HashMap<(u8, u64), Option<[u8; 16]>>,
+    tombstones: HashMap<[u8; 16], Option<(u32, u64)>>,
+    tomb_expiry: BTreeMap<(u64, [u8; 16]), Option<()>>,
+    moving: BTreeMap<[u8; 16], Option<u8>>,
+    staged: HashMap<[u8; 16], Option<(u8, u8)>>,
+}
+
+impl Overlay {
+    fn len(&self) -> usize {
+        self.objects.len()
+            + self.by_ino.len()
+            + self.by_path.len()
+            + self.by_lower.len()
+            + self.tombstones.len()
+            + self.tomb_expiry.len()
+            + self.moving.len()
+            + self.staged.len()
+    }
+
+    /// Puts `older`'s entries back under this (newer) overlay.
+    fn absorb_older(&mut self, older: &Overlay) {
+        fn merge<K: Clone + Eq + std::hash::Hash, V: Clone>(
+            n: &mut HashMap<K, V>,
+            o: &HashMap<K, V>,
+        ) {
+            for (k, v) in o {
+                n.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+        fn merge_b<K: Clone + Ord, V: Clone>(n: &mut BTreeMap<K, V>, o: &BTreeMap<K, V>) {
+            for (k, v) in o {
+                n.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+        merge(&mut self.objects, &older.objects);
+        merge(&mut self.by_ino, &older.by_ino);
+        merge_b(&mut self.by_path, &older.by_path);
+        merge(&mut self.by_lower, &older.by_lower);
+        merge(&mut self.tombstones, &older.tombstones);
+        merge_b(&mut self.tomb_expiry, &older.tomb_expiry);
+        merge_b(&mut self.moving, &older.moving);
+        merge(&mut self.staged, &older.staged);
+    }
+}
+
+/// Overlay state: `active` takes new changes; `frozen` is being written to
+/// the database by a flush and is still consulted by readers until the
+/// commit is visible.
+#[derive(Default)]
+struct OverlayState {
+    active: Overlay,
+    frozen: Option<Arc<Overlay>>,
 }
 
 macro_rules! tx {
@@ -264,42 +314,120 @@ macro_rules! tx {
     };
 }
 
-impl<'t> Tables<'t> {
-    fn open(txn: &'t WriteTransaction) -> Result<Tables<'t>> {
-        Ok(Tables {
-            objects: tx!(txn.open_table(OBJECTS), "open objects"),
-            by_ino: tx!(txn.open_table(BY_INO), "open by_ino"),
-            by_path: tx!(txn.open_table(BY_PATH), "open by_path"),
-            by_lower: tx!(txn.open_table(BY_LOWER), "open by_lower"),
-            tombstones: tx!(txn.open_table(TOMBSTONES), "open tombstones"),
-            tomb_expiry: tx!(txn.open_table(TOMB_EXPIRY), "open tombstone_expiry"),
-            moving: tx!(txn.open_table(MOVING), "open moving"),
-            staged: tx!(txn.open_table(STAGED), "open staged"),
-        })
-    }
-
-    fn get(&self, oid: &Oid) -> Result<Option<ObjectRec>> {
-        match tx!(self.objects.get(oid.0), "read object") {
-            Some(v) => Ok(Some(ObjectRec::decode(*oid, v.value())?)),
-            None => Ok(None),
+/// Looks `$key` up in the active overlay, then the frozen one, then the
+/// database table `$def`, yielding `Option<V>`.
+macro_rules! layered {
+    ($active:expr, $frozen:expr, $field:ident, $key:expr, $db:expr, $def:expr, $conv:expr) => {{
+        let key = $key;
+        if let Some(v) = $active.$field.get(&key) {
+            v.clone()
+        } else if let Some(v) = $frozen.and_then(|f| f.$field.get(&key)) {
+            v.clone()
+        } else {
+            let rtxn = tx!($db.begin_read(), "begin read");
+            let t = tx!(rtxn.open_table($def), "open table");
+            let got = tx!(t.get(key.clone()), "read");
+            got.map(|v| ($conv)(v.value()))
         }
+    }};
+}
+
+fn decode_owned(oid: [u8; 16], b: &[u8]) -> Result<ObjectRec> {
+    ObjectRec::decode(Oid(oid), b)
+}
+
+/// The apply context: the active overlay over the frozen one over the
+/// database.
+struct Tx<'a> {
+    db: &'a Database,
+    ov: &'a mut Overlay,
+    frozen: Option<&'a Overlay>,
+}
+
+impl Tx<'_> {
+    fn get(&self, oid: &Oid) -> Result<Option<ObjectRec>> {
+        if let Some(v) = self.ov.objects.get(&oid.0) {
+            return Ok(v.clone());
+        }
+        if let Some(v) = self.frozen.and_then(|f| f.objects.get(&oid.0)) {
+            return Ok(v.clone());
+        }
+        db_object(self.db, oid)
     }
 
     fn put(&mut self, rec: &ObjectRec) -> Result<()> {
-        let bytes = rec.encode();
-        tx!(
-            self.objects.insert(rec.oid.0, bytes.as_slice()),
-            "write object"
-        );
+        self.ov.objects.insert(rec.oid.0, Some(rec.clone()));
         Ok(())
+    }
+
+    fn path_get(&self, key: &[u8]) -> Result<Option<Oid>> {
+        let key = key.to_vec();
+        let r: Option<[u8; 16]> = if let Some(v) = self.ov.by_path.get(&key) {
+            *v
+        } else if let Some(v) = self.frozen.and_then(|f| f.by_path.get(&key)) {
+            *v
+        } else {
+            let rtxn = tx!(self.db.begin_read(), "begin read");
+            let t = tx!(rtxn.open_table(BY_PATH), "open by_path");
+            tx!(t.get(key.as_slice()), "read path").map(|v| v.value())
+        };
+        Ok(r.map(Oid))
+    }
+
+    fn ino_get(&self, ino: u64) -> Result<Option<Oid>> {
+        let r: Option<[u8; 16]> =
+            layered!(self.ov, self.frozen, by_ino, ino, self.db, BY_INO, |v| v);
+        Ok(r.map(Oid))
+    }
+
+    fn lower_get(&self, slot: u8, lower_ino: u64) -> Result<Option<Oid>> {
+        let r: Option<[u8; 16]> = layered!(
+            self.ov,
+            self.frozen,
+            by_lower,
+            (slot, lower_ino),
+            self.db,
+            BY_LOWER,
+            |v| v
+        );
+        Ok(r.map(Oid))
+    }
+
+    fn tomb_get(&self, oid: &Oid) -> Result<Option<(u32, u64)>> {
+        Ok(layered!(
+            self.ov,
+            self.frozen,
+            tombstones,
+            oid.0,
+            self.db,
+            TOMBSTONES,
+            |v| v
+        ))
+    }
+
+    fn moving_get(&self, oid: &Oid) -> Result<Option<u8>> {
+        Ok(layered!(
+            self.ov,
+            self.frozen,
+            moving,
+            oid.0,
+            self.db,
+            MOVING,
+            |v| v
+        ))
+    }
+
+    /// Direct entries of `dir` as (name, oid), merged over all layers.
+    fn dir_entries(&self, dir: &str) -> Result<Vec<(String, Oid)>> {
+        dir_entries(self.db, self.frozen, Some(self.ov), dir)
     }
 
     /// Points `path` at `oid`, taking the name away from any other object
     /// that still claims it (a name shows exactly one object).
     fn claim_path(&mut self, path: &str, oid: &Oid) -> Result<()> {
         let key = path_key(path);
-        let prev =
-            tx!(self.by_path.insert(key.as_slice(), oid.0), "write path").map(|v| Oid(v.value()));
+        let prev = self.path_get(&key)?;
+        self.ov.by_path.insert(key, Some(oid.0));
         if let Some(prev) = prev
             && prev != *oid
             && let Some(mut other) = self.get(&prev)?
@@ -314,10 +442,8 @@ impl<'t> Tables<'t> {
     /// Removes the `path` key if it points at `oid`.
     fn release_path(&mut self, path: &str, oid: &Oid) -> Result<()> {
         let key = path_key(path);
-        let owned =
-            tx!(self.by_path.get(key.as_slice()), "read path").is_some_and(|v| v.value() == oid.0);
-        if owned {
-            tx!(self.by_path.remove(key.as_slice()), "remove path");
+        if self.path_get(&key)? == Some(*oid) {
+            self.ov.by_path.insert(key, None);
         }
         Ok(())
     }
@@ -326,22 +452,16 @@ impl<'t> Tables<'t> {
         if slot == NO_SLOT || lower_ino == 0 {
             return Ok(());
         }
-        let owned = tx!(self.by_lower.get((slot, lower_ino)), "read lower")
-            .is_some_and(|v| v.value() == oid.0);
-        if owned {
-            tx!(self.by_lower.remove((slot, lower_ino)), "remove lower");
+        if self.lower_get(slot, lower_ino)? == Some(*oid) {
+            self.ov.by_lower.insert((slot, lower_ino), None);
         }
         Ok(())
     }
 
     fn clear_tombstone(&mut self, oid: &Oid) -> Result<()> {
-        if let Some((_, at)) =
-            tx!(self.tombstones.remove(oid.0), "remove tombstone").map(|v| v.value())
-        {
-            tx!(
-                self.tomb_expiry.remove((at, oid.0)),
-                "remove tombstone expiry"
-            );
+        if let Some((_, at)) = self.tomb_get(oid)? {
+            self.ov.tombstones.insert(oid.0, None);
+            self.ov.tomb_expiry.insert((at, oid.0), None);
         }
         Ok(())
     }
@@ -353,25 +473,16 @@ impl<'t> Tables<'t> {
                 self.release_path(n, oid)?;
             }
             self.release_lower(rec.slot, rec.lower_ino, oid)?;
-            let ino = oid.ino();
-            let owned = tx!(self.by_ino.get(ino), "read ino").is_some_and(|v| v.value() == oid.0);
-            if owned {
-                tx!(self.by_ino.remove(ino), "remove ino");
+            if self.ino_get(oid.ino())? == Some(*oid) {
+                self.ov.by_ino.insert(oid.ino(), None);
             }
-            tx!(self.objects.remove(oid.0), "remove object");
-            tx!(self.moving.remove(oid.0), "remove moving");
-            tx!(self.staged.remove(oid.0), "remove staged");
+            self.ov.objects.insert(oid.0, None);
+            self.ov.moving.insert(oid.0, None);
+            self.ov.staged.insert(oid.0, None);
         }
-        let exists = tx!(self.tombstones.get(oid.0), "read tombstone").is_some();
-        if !exists {
-            tx!(
-                self.tombstones.insert(oid.0, (gen_, now)),
-                "write tombstone"
-            );
-            tx!(
-                self.tomb_expiry.insert((now, oid.0), ()),
-                "write tombstone expiry"
-            );
+        if self.tomb_get(oid)?.is_none() {
+            self.ov.tombstones.insert(oid.0, Some((gen_, now)));
+            self.ov.tomb_expiry.insert((now, oid.0), Some(()));
         }
         Ok(())
     }
@@ -381,30 +492,11 @@ impl<'t> Tables<'t> {
         if old_dir == new_dir || old_dir.is_empty() || new_dir.starts_with(&format!("{old_dir}/")) {
             return Ok(());
         }
-        let mut lo = old_dir.as_bytes().to_vec();
-        lo.push(0);
-        let mut hi = old_dir.as_bytes().to_vec();
-        hi.push(1);
-        let mut entries = Vec::new();
-        for item in tx!(
-            self.by_path.range(lo.as_slice()..hi.as_slice()),
-            "scan directory"
-        ) {
-            let (k, v) = tx!(item, "scan directory");
-            let name = String::from_utf8_lossy(&k.value()[lo.len()..]).into_owned();
-            entries.push((name, Oid(v.value())));
-        }
-        for (name, child) in entries {
+        for (name, child) in self.dir_entries(old_dir)? {
             let old_path = join(old_dir, &name);
             let new_path = join(new_dir, &name);
-            tx!(
-                self.by_path.remove(path_key(&old_path).as_slice()),
-                "remove path"
-            );
-            tx!(
-                self.by_path.insert(path_key(&new_path).as_slice(), child.0),
-                "write path"
-            );
+            self.ov.by_path.insert(path_key(&old_path), None);
+            self.ov.by_path.insert(path_key(&new_path), Some(child.0));
             if let Some(mut rec) = self.get(&child)? {
                 for n in rec.nlink_names.iter_mut() {
                     if *n == old_path {
@@ -499,12 +591,9 @@ impl<'t> Tables<'t> {
                 }
                 self.put(&obj)?;
                 self.claim_path(path, oid)?;
-                tx!(self.by_ino.insert(oid.ino(), oid.0), "write ino");
+                self.ov.by_ino.insert(oid.ino(), Some(oid.0));
                 if *slot != NO_SLOT && *lower_ino != 0 {
-                    tx!(
-                        self.by_lower.insert((*slot, *lower_ino), oid.0),
-                        "write lower"
-                    );
+                    self.ov.by_lower.insert((*slot, *lower_ino), Some(oid.0));
                 }
             }
             Record::Move {
@@ -539,9 +628,9 @@ impl<'t> Tables<'t> {
                 obj.transaction_seq = *transaction_seq;
                 self.put(&obj)?;
                 if *st == state::PLACED {
-                    tx!(self.moving.remove(oid.0), "remove moving");
+                    self.ov.moving.insert(oid.0, None);
                 } else {
-                    let known = tx!(self.moving.get(oid.0), "read moving").map(|v| v.value());
+                    let known = self.moving_get(oid)?;
                     let source = if !state::is_past_switch(*st) {
                         *current_slot
                     } else if let Some(s) = known {
@@ -553,7 +642,7 @@ impl<'t> Tables<'t> {
                     } else {
                         NO_SLOT
                     };
-                    tx!(self.moving.insert(oid.0, source), "write moving");
+                    self.ov.moving.insert(oid.0, Some(source));
                 }
             }
             Record::Link { oid, path } => {
@@ -638,12 +727,9 @@ impl<'t> Tables<'t> {
                 source_slot,
             } => {
                 if *k == 0 {
-                    tx!(self.staged.remove(oid.0), "remove staged");
+                    self.ov.staged.insert(oid.0, None);
                 } else if self.get(oid)?.is_some() {
-                    tx!(
-                        self.staged.insert(oid.0, (*k, *source_slot)),
-                        "write staged"
-                    );
+                    self.ov.staged.insert(oid.0, Some((*k, *source_slot)));
                 }
             }
             Record::Checkpoint { .. } | Record::Unknown { .. } => {}
@@ -665,10 +751,61 @@ pub struct IndexSnapshot {
     pub staged: Vec<(Oid, u8, u8)>,
 }
 
+fn db_object(db: &Database, oid: &Oid) -> Result<Option<ObjectRec>> {
+    let rtxn = tx!(db.begin_read(), "begin read");
+    let t = tx!(rtxn.open_table(OBJECTS), "open objects");
+    match tx!(t.get(oid.0), "read object") {
+        Some(v) => Ok(Some(decode_owned(oid.0, v.value())?)),
+        None => Ok(None),
+    }
+}
+
+/// Direct entries of `dir`: the database range, then the frozen and the
+/// active overlay on top.
+fn dir_entries(
+    db: &Database,
+    frozen: Option<&Overlay>,
+    active: Option<&Overlay>,
+    dir: &str,
+) -> Result<Vec<(String, Oid)>> {
+    let mut lo = dir.as_bytes().to_vec();
+    lo.push(0);
+    let mut hi = dir.as_bytes().to_vec();
+    hi.push(1);
+    let mut merged: BTreeMap<Vec<u8>, [u8; 16]> = BTreeMap::new();
+    {
+        let rtxn = tx!(db.begin_read(), "begin read");
+        let t = tx!(rtxn.open_table(BY_PATH), "open by_path");
+        for item in tx!(t.range(lo.as_slice()..hi.as_slice()), "scan directory") {
+            let (k, v) = tx!(item, "scan directory");
+            merged.insert(k.value().to_vec(), v.value());
+        }
+    }
+    for ov in [frozen, active].into_iter().flatten() {
+        for (k, v) in ov.by_path.range(lo.clone()..hi.clone()) {
+            match v {
+                Some(o) => merged.insert(k.clone(), *o),
+                None => merged.remove(k),
+            };
+        }
+    }
+    Ok(merged
+        .into_iter()
+        .map(|(k, v)| (String::from_utf8_lossy(&k[lo.len()..]).into_owned(), Oid(v)))
+        .collect())
+}
+
 /// The open index.
 pub struct Index {
     db: Database,
+    state: Mutex<OverlayState>,
+    /// Serialises flushes.
+    flush_lock: Mutex<()>,
 }
+
+/// Past this many overlay entries a flush happens without waiting for the
+/// checkpoint (bounds memory during a long replay).
+const OVERLAY_SPILL_ENTRIES: usize = 1 << 18;
 
 impl Index {
     /// Opens or creates `<dir>/index.redb`.
@@ -677,15 +814,25 @@ impl Index {
             .map_err(|e| Error::io(format!("create index directory {}", dir.display()), e))?;
         let path = dir.join(INDEX_FILE);
         let db = tx!(Database::create(&path), "open database");
-        let idx = Index { db };
-        let mut txn = tx!(idx.db.begin_write(), "begin");
+        let mut txn = tx!(db.begin_write(), "begin");
         tx!(txn.set_durability(Durability::Immediate), "durability");
         {
-            Tables::open(&txn)?;
+            tx!(txn.open_table(OBJECTS), "open objects");
+            tx!(txn.open_table(BY_INO), "open by_ino");
+            tx!(txn.open_table(BY_PATH), "open by_path");
+            tx!(txn.open_table(BY_LOWER), "open by_lower");
+            tx!(txn.open_table(TOMBSTONES), "open tombstones");
+            tx!(txn.open_table(TOMB_EXPIRY), "open tombstone_expiry");
+            tx!(txn.open_table(MOVING), "open moving");
+            tx!(txn.open_table(STAGED), "open staged");
             tx!(txn.open_table(META), "open meta");
         }
         tx!(txn.commit(), "commit");
-        Ok(idx)
+        Ok(Index {
+            db,
+            state: Mutex::new(OverlayState::default()),
+            flush_lock: Mutex::new(()),
+        })
     }
 
     /// The highest journal seq the durable index state reflects.
@@ -705,196 +852,324 @@ impl Index {
     }
 
     /// Applies one record (and for PLACED the caller's attribute snapshot)
-    /// in its own non-durable transaction.
+    /// to the in-memory overlay; it reaches the database at the next flush.
     pub fn apply(&self, rec: &Record, attrs: Option<&AttrSnapshot>) -> Result<()> {
-        let mut txn = tx!(self.db.begin_write(), "begin");
-        tx!(txn.set_durability(Durability::None), "durability");
-        {
-            let mut t = Tables::open(&txn)?;
+        let spill = {
+            let mut st = self.state.lock();
+            let st = &mut *st;
+            let mut t = Tx {
+                db: &self.db,
+                ov: &mut st.active,
+                frozen: st.frozen.as_deref(),
+            };
             t.apply(rec, unix_now(), attrs)?;
+            st.active.len() >= OVERLAY_SPILL_ENTRIES
+        };
+        if spill {
+            self.flush(None)?;
         }
-        tx!(txn.commit(), "commit");
         Ok(())
     }
 
-    /// Applies many records in one non-durable transaction (replay).
+    /// Applies many records in order (replay).
     pub fn apply_batch<'a>(&self, recs: impl IntoIterator<Item = &'a Record>) -> Result<()> {
-        let mut txn = tx!(self.db.begin_write(), "begin");
-        tx!(txn.set_durability(Durability::None), "durability");
-        {
-            let mut t = Tables::open(&txn)?;
-            let now = unix_now();
-            for rec in recs {
+        let now = unix_now();
+        for rec in recs {
+            let spill = {
+                let mut st = self.state.lock();
+                let st = &mut *st;
+                let mut t = Tx {
+                    db: &self.db,
+                    ov: &mut st.active,
+                    frozen: st.frozen.as_deref(),
+                };
                 t.apply(rec, now, None)?;
+                st.active.len() >= OVERLAY_SPILL_ENTRIES
+            };
+            if spill {
+                self.flush(None)?;
             }
         }
-        tx!(txn.commit(), "commit");
         Ok(())
     }
 
     /// Durably commits everything applied so far as reflecting the journal
     /// up to `seq`, and drops tombstones older than 30 days.
     pub fn commit_checkpoint(&self, seq: u64) -> Result<()> {
+        self.flush(Some(seq))
+    }
+
+    /// Writes the overlay to the database: durably with the checkpoint seq
+    /// when `checkpoint` is given, else non-durably (memory bound only).
+    fn flush(&self, checkpoint: Option<u64>) -> Result<()> {
+        let _one = self.flush_lock.lock();
+        let frozen = {
+            let mut st = self.state.lock();
+            let ov = Arc::new(std::mem::take(&mut st.active));
+            st.frozen = Some(Arc::clone(&ov));
+            ov
+        };
+        let res = self.write_overlay(&frozen, checkpoint);
+        let mut st = self.state.lock();
+        if res.is_err() {
+            // Keep the changes: they are older than anything applied since.
+            st.active.absorb_older(&frozen);
+        }
+        st.frozen = None;
+        res
+    }
+
+    fn write_overlay(&self, ov: &Overlay, checkpoint: Option<u64>) -> Result<()> {
         let mut txn = tx!(self.db.begin_write(), "begin");
-        tx!(txn.set_durability(Durability::Immediate), "durability");
+        let durability = if checkpoint.is_some() {
+            Durability::Immediate
+        } else {
+            Durability::None
+        };
+        tx!(txn.set_durability(durability), "durability");
         {
-            let mut meta = tx!(txn.open_table(META), "open meta");
-            tx!(
-                meta.insert(META_CHECKPOINT_SEQ, seq.to_le_bytes().as_slice()),
-                "write checkpoint seq"
-            );
-            let mut t = Tables::open(&txn)?;
-            let cutoff = unix_now().saturating_sub(TOMBSTONE_KEEP_SECS);
-            let mut expired = Vec::new();
-            for item in tx!(
-                t.tomb_expiry.range(..(cutoff, [0u8; 16])),
-                "scan tombstones"
-            ) {
-                let (k, _) = tx!(item, "scan tombstones");
-                expired.push(k.value());
+            let mut t = tx!(txn.open_table(OBJECTS), "open objects");
+            for (k, v) in &ov.objects {
+                match v {
+                    Some(rec) => tx!(t.insert(*k, rec.encode().as_slice()), "write object"),
+                    None => tx!(t.remove(*k), "remove object"),
+                };
             }
-            for (at, oid) in expired {
-                tx!(t.tomb_expiry.remove((at, oid)), "remove tombstone expiry");
-                let same =
-                    tx!(t.tombstones.get(oid), "read tombstone").is_some_and(|v| v.value().1 == at);
-                if same {
-                    tx!(t.tombstones.remove(oid), "remove tombstone");
+            let mut t = tx!(txn.open_table(BY_INO), "open by_ino");
+            for (k, v) in &ov.by_ino {
+                match v {
+                    Some(o) => tx!(t.insert(*k, *o), "write ino"),
+                    None => tx!(t.remove(*k), "remove ino"),
+                };
+            }
+            let mut t = tx!(txn.open_table(BY_PATH), "open by_path");
+            for (k, v) in &ov.by_path {
+                match v {
+                    Some(o) => tx!(t.insert(k.as_slice(), *o), "write path"),
+                    None => tx!(t.remove(k.as_slice()), "remove path"),
+                };
+            }
+            let mut t = tx!(txn.open_table(BY_LOWER), "open by_lower");
+            for (k, v) in &ov.by_lower {
+                match v {
+                    Some(o) => tx!(t.insert(*k, *o), "write lower"),
+                    None => tx!(t.remove(*k), "remove lower"),
+                };
+            }
+            let mut tombs = tx!(txn.open_table(TOMBSTONES), "open tombstones");
+            for (k, v) in &ov.tombstones {
+                match v {
+                    Some(o) => tx!(tombs.insert(*k, *o), "write tombstone"),
+                    None => tx!(tombs.remove(*k), "remove tombstone"),
+                };
+            }
+            let mut expiry = tx!(txn.open_table(TOMB_EXPIRY), "open tombstone_expiry");
+            for (k, v) in &ov.tomb_expiry {
+                match v {
+                    Some(()) => tx!(expiry.insert(*k, ()), "write tombstone expiry"),
+                    None => tx!(expiry.remove(*k), "remove tombstone expiry"),
+                };
+            }
+            let mut t = tx!(txn.open_table(MOVING), "open moving");
+            for (k, v) in &ov.moving {
+                match v {
+                    Some(o) => tx!(t.insert(*k, *o), "write moving"),
+                    None => tx!(t.remove(*k), "remove moving"),
+                };
+            }
+            let mut t = tx!(txn.open_table(STAGED), "open staged");
+            for (k, v) in &ov.staged {
+                match v {
+                    Some(o) => tx!(t.insert(*k, *o), "write staged"),
+                    None => tx!(t.remove(*k), "remove staged"),
+                };
+            }
+            if let Some(seq) = checkpoint {
+                let mut meta = tx!(txn.open_table(META), "open meta");
+                tx!(
+                    meta.insert(META_CHECKPOINT_SEQ, seq.to_le_bytes().as_slice()),
+                    "write checkpoint seq"
+                );
+                let cutoff = unix_now().saturating_sub(TOMBSTONE_KEEP_SECS);
+                let mut expired = Vec::new();
+                for item in tx!(expiry.range(..(cutoff, [0u8; 16])), "scan tombstones") {
+                    let (k, _) = tx!(item, "scan tombstones");
+                    expired.push(k.value());
+                }
+                for (at, oid) in expired {
+                    tx!(expiry.remove((at, oid)), "remove tombstone expiry");
+                    let same =
+                        tx!(tombs.get(oid), "read tombstone").is_some_and(|v| v.value().1 == at);
+                    if same {
+                        tx!(tombs.remove(oid), "remove tombstone");
+                    }
                 }
             }
         }
-        tx!(txn.commit(), "commit checkpoint");
+        tx!(txn.commit(), "commit index");
         Ok(())
     }
 
-    fn read<T>(&self, f: impl FnOnce(&redb::ReadTransaction) -> Result<T>) -> Result<T> {
-        let txn = tx!(self.db.begin_read(), "begin read");
-        f(&txn)
+    /// Runs `f` against the overlays (active, then frozen) under the state
+    /// lock; `None` from both means "ask the database".
+    fn overlay_lookup<T>(&self, f: impl Fn(&Overlay) -> Option<T>) -> Option<T> {
+        let st = self.state.lock();
+        f(&st.active).or_else(|| st.frozen.as_deref().and_then(&f))
     }
 
-    fn get_in(txn: &redb::ReadTransaction, oid: &Oid) -> Result<Option<ObjectRec>> {
-        let t = tx!(txn.open_table(OBJECTS), "open objects");
-        match tx!(t.get(oid.0), "read object") {
-            Some(v) => Ok(Some(ObjectRec::decode(*oid, v.value())?)),
+    pub fn get(&self, oid: &Oid) -> Result<Option<ObjectRec>> {
+        if let Some(v) = self.overlay_lookup(|o| o.objects.get(&oid.0).cloned()) {
+            return Ok(v);
+        }
+        db_object(&self.db, oid)
+    }
+
+    fn get_via(
+        &self,
+        pick: impl Fn(&Overlay) -> Option<Option<[u8; 16]>>,
+        db: impl FnOnce() -> Result<Option<[u8; 16]>>,
+    ) -> Result<Option<ObjectRec>> {
+        let oid = match self.overlay_lookup(pick) {
+            Some(v) => v,
+            None => db()?,
+        };
+        match oid {
+            Some(o) => self.get(&Oid(o)),
             None => Ok(None),
         }
     }
 
-    pub fn get(&self, oid: &Oid) -> Result<Option<ObjectRec>> {
-        self.read(|txn| Self::get_in(txn, oid))
-    }
-
     pub fn by_path(&self, rel_path: &str) -> Result<Option<ObjectRec>> {
-        self.read(|txn| {
-            let t = tx!(txn.open_table(BY_PATH), "open by_path");
-            let oid =
-                tx!(t.get(path_key(rel_path).as_slice()), "read path").map(|v| Oid(v.value()));
-            match oid {
-                Some(oid) => Self::get_in(txn, &oid),
-                None => Ok(None),
-            }
-        })
+        let key = path_key(rel_path);
+        self.get_via(
+            |o| o.by_path.get(&key).copied(),
+            || {
+                let rtxn = tx!(self.db.begin_read(), "begin read");
+                let t = tx!(rtxn.open_table(BY_PATH), "open by_path");
+                Ok(tx!(t.get(key.as_slice()), "read path").map(|v| v.value()))
+            },
+        )
     }
 
     pub fn by_ino(&self, ino: u64) -> Result<Option<ObjectRec>> {
-        self.read(|txn| {
-            let t = tx!(txn.open_table(BY_INO), "open by_ino");
-            let oid = tx!(t.get(ino), "read ino").map(|v| Oid(v.value()));
-            match oid {
-                Some(oid) => Self::get_in(txn, &oid),
-                None => Ok(None),
-            }
-        })
+        self.get_via(
+            |o| o.by_ino.get(&ino).copied(),
+            || {
+                let rtxn = tx!(self.db.begin_read(), "begin read");
+                let t = tx!(rtxn.open_table(BY_INO), "open by_ino");
+                Ok(tx!(t.get(ino), "read ino").map(|v| v.value()))
+            },
+        )
     }
 
     pub fn by_lower(&self, slot: u8, lower_ino: u64) -> Result<Option<ObjectRec>> {
-        self.read(|txn| {
-            let t = tx!(txn.open_table(BY_LOWER), "open by_lower");
-            let oid = tx!(t.get((slot, lower_ino)), "read lower").map(|v| Oid(v.value()));
-            match oid {
-                Some(oid) => Self::get_in(txn, &oid),
-                None => Ok(None),
-            }
-        })
+        self.get_via(
+            |o| o.by_lower.get(&(slot, lower_ino)).copied(),
+            || {
+                let rtxn = tx!(self.db.begin_read(), "begin read");
+                let t = tx!(rtxn.open_table(BY_LOWER), "open by_lower");
+                Ok(tx!(t.get((slot, lower_ino)), "read lower").map(|v| v.value()))
+            },
+        )
     }
 
     /// Generation of a tombstoned OID.
     pub fn tombstone(&self, oid: &Oid) -> Result<Option<u32>> {
-        self.read(|txn| {
-            let t = tx!(txn.open_table(TOMBSTONES), "open tombstones");
-            Ok(tx!(t.get(oid.0), "read tombstone").map(|v| v.value().0))
-        })
+        if let Some(v) = self.overlay_lookup(|o| o.tombstones.get(&oid.0).copied()) {
+            return Ok(v.map(|(g, _)| g));
+        }
+        let rtxn = tx!(self.db.begin_read(), "begin read");
+        let t = tx!(rtxn.open_table(TOMBSTONES), "open tombstones");
+        Ok(tx!(t.get(oid.0), "read tombstone").map(|v| v.value().0))
     }
 
     /// The entries of directory `dir_rel_path` ("" is the root), by name.
     pub fn children(&self, dir_rel_path: &str) -> Result<Vec<(String, ObjectRec)>> {
-        self.read(|txn| {
-            let t = tx!(txn.open_table(BY_PATH), "open by_path");
-            let mut lo = dir_rel_path.as_bytes().to_vec();
-            lo.push(0);
-            let mut hi = dir_rel_path.as_bytes().to_vec();
-            hi.push(1);
-            let mut out = Vec::new();
-            for item in tx!(t.range(lo.as_slice()..hi.as_slice()), "scan directory") {
-                let (k, v) = tx!(item, "scan directory");
-                let name = String::from_utf8_lossy(&k.value()[lo.len()..]).into_owned();
-                if let Some(rec) = Self::get_in(txn, &Oid(v.value()))? {
-                    out.push((name, rec));
-                }
+        let entries = {
+            let st = self.state.lock();
+            dir_entries(
+                &self.db,
+                st.frozen.as_deref(),
+                Some(&st.active),
+                dir_rel_path,
+            )?
+        };
+        let mut out = Vec::with_capacity(entries.len());
+        for (name, oid) in entries {
+            if let Some(rec) = self.get(&oid)? {
+                out.push((name, rec));
             }
-            Ok(out)
-        })
+        }
+        Ok(out)
     }
 
     /// Objects whose movement state is not `placed`, with the slot their
     /// move started from.
     pub fn moving(&self) -> Result<Vec<(ObjectRec, u8)>> {
-        self.read(|txn| {
-            let t = tx!(txn.open_table(MOVING), "open moving");
-            let mut oids = Vec::new();
+        let mut merged: BTreeMap<[u8; 16], u8> = BTreeMap::new();
+        {
+            let rtxn = tx!(self.db.begin_read(), "begin read");
+            let t = tx!(rtxn.open_table(MOVING), "open moving");
             for item in tx!(t.iter(), "scan moving") {
                 let (k, v) = tx!(item, "scan moving");
-                oids.push((Oid(k.value()), v.value()));
+                merged.insert(k.value(), v.value());
             }
-            let mut out = Vec::new();
-            for (oid, source) in oids {
-                if let Some(rec) = Self::get_in(txn, &oid)? {
-                    out.push((rec, source));
+        }
+        {
+            let st = self.state.lock();
+            for ov in [st.frozen.as_deref(), Some(&st.active)]
+                .into_iter()
+                .flatten()
+            {
+                for (k, v) in &ov.moving {
+                    match v {
+                        Some(s) => merged.insert(*k, *s),
+                        None => merged.remove(k),
+                    };
                 }
             }
-            Ok(out)
-        })
+        }
+        let mut out = Vec::new();
+        for (oid, source) in merged {
+            if let Some(rec) = self.get(&Oid(oid))? {
+                out.push((rec, source));
+            }
+        }
+        Ok(out)
     }
 
     /// (stage kind, source slot) of a staged object (S14).
     pub fn staged(&self, oid: &Oid) -> Result<Option<(u8, u8)>> {
-        self.read(|txn| {
-            let t = tx!(txn.open_table(STAGED), "open staged");
-            Ok(tx!(t.get(oid.0), "read staged").map(|v| v.value()))
-        })
+        if let Some(v) = self.overlay_lookup(|o| o.staged.get(&oid.0).copied()) {
+            return Ok(v);
+        }
+        let rtxn = tx!(self.db.begin_read(), "begin read");
+        let t = tx!(rtxn.open_table(STAGED), "open staged");
+        Ok(tx!(t.get(oid.0), "read staged").map(|v| v.value()))
     }
 
     /// Refreshes the attribute snapshot (not journaled; persisted at the
     /// next checkpoint).
     pub fn set_attrs(&self, oid: &Oid, attrs: &AttrSnapshot) -> Result<()> {
-        let mut txn = tx!(self.db.begin_write(), "begin");
-        tx!(txn.set_durability(Durability::None), "durability");
-        {
-            let mut t = Tables::open(&txn)?;
-            if let Some(mut rec) = t.get(oid)? {
-                rec.attrs = *attrs;
-                t.put(&rec)?;
-            }
+        let mut st = self.state.lock();
+        let st = &mut *st;
+        let mut t = Tx {
+            db: &self.db,
+            ov: &mut st.active,
+            frozen: st.frozen.as_deref(),
+        };
+        if let Some(mut rec) = t.get(oid)? {
+            rec.attrs = *attrs;
+            t.put(&rec)?;
         }
-        tx!(txn.commit(), "commit");
         Ok(())
     }
 
     /// The scrub's resume point (S4.6), opaque to the index.
     pub fn scrub_cursor(&self) -> Result<Option<Vec<u8>>> {
-        self.read(|txn| {
-            let t = tx!(txn.open_table(META), "open meta");
-            Ok(tx!(t.get(META_SCRUB_CURSOR), "read scrub cursor").map(|v| v.value().to_vec()))
-        })
+        let txn = tx!(self.db.begin_read(), "begin read");
+        let t = tx!(txn.open_table(META), "open meta");
+        Ok(tx!(t.get(META_SCRUB_CURSOR), "read scrub cursor").map(|v| v.value().to_vec()))
     }
 
     /// Stores the scrub cursor (persisted at the next checkpoint).
@@ -909,59 +1184,60 @@ impl Index {
         Ok(())
     }
 
-    /// Full dump, for tests and debugging (reads every table).
+    /// Full dump, for tests and debugging: flushes the overlay
+    /// (non-durably) and reads every table.
     #[doc(hidden)]
     pub fn snapshot(&self) -> Result<IndexSnapshot> {
-        self.read(|txn| {
-            let mut s = IndexSnapshot::default();
-            let objects = tx!(txn.open_table(OBJECTS), "open objects");
-            for item in tx!(objects.iter(), "scan") {
-                let (k, v) = tx!(item, "scan");
-                s.objects
-                    .push(ObjectRec::decode(Oid(k.value()), v.value())?);
-            }
-            let paths = tx!(txn.open_table(BY_PATH), "open by_path");
-            for item in tx!(paths.iter(), "scan") {
-                let (k, v) = tx!(item, "scan");
-                let k = k.value();
-                let p = match k.iter().position(|b| *b == 0) {
-                    Some(i) => join(
-                        &String::from_utf8_lossy(&k[..i]),
-                        &String::from_utf8_lossy(&k[i + 1..]),
-                    ),
-                    None => String::new(),
-                };
-                s.paths.push((p, Oid(v.value())));
-            }
-            s.paths.sort();
-            let inos = tx!(txn.open_table(BY_INO), "open by_ino");
-            for item in tx!(inos.iter(), "scan") {
-                let (k, v) = tx!(item, "scan");
-                s.inos.push((k.value(), Oid(v.value())));
-            }
-            let lowers = tx!(txn.open_table(BY_LOWER), "open by_lower");
-            for item in tx!(lowers.iter(), "scan") {
-                let (k, v) = tx!(item, "scan");
-                s.lowers.push((k.value(), Oid(v.value())));
-            }
-            let tombs = tx!(txn.open_table(TOMBSTONES), "open tombstones");
-            for item in tx!(tombs.iter(), "scan") {
-                let (k, v) = tx!(item, "scan");
-                s.tombstones.push((Oid(k.value()), v.value().0));
-            }
-            let moving = tx!(txn.open_table(MOVING), "open moving");
-            for item in tx!(moving.iter(), "scan") {
-                let (k, v) = tx!(item, "scan");
-                s.moving.push((Oid(k.value()), v.value()));
-            }
-            let staged = tx!(txn.open_table(STAGED), "open staged");
-            for item in tx!(staged.iter(), "scan") {
-                let (k, v) = tx!(item, "scan");
-                let (a, b) = v.value();
-                s.staged.push((Oid(k.value()), a, b));
-            }
-            Ok(s)
-        })
+        self.flush(None)?;
+        let txn = tx!(self.db.begin_read(), "begin read");
+        let mut s = IndexSnapshot::default();
+        let objects = tx!(txn.open_table(OBJECTS), "open objects");
+        for item in tx!(objects.iter(), "scan") {
+            let (k, v) = tx!(item, "scan");
+            s.objects
+                .push(ObjectRec::decode(Oid(k.value()), v.value())?);
+        }
+        let paths = tx!(txn.open_table(BY_PATH), "open by_path");
+        for item in tx!(paths.iter(), "scan") {
+            let (k, v) = tx!(item, "scan");
+            let k = k.value();
+            let p = match k.iter().position(|b| *b == 0) {
+                Some(i) => join(
+                    &String::from_utf8_lossy(&k[..i]),
+                    &String::from_utf8_lossy(&k[i + 1..]),
+                ),
+                None => String::new(),
+            };
+            s.paths.push((p, Oid(v.value())));
+        }
+        s.paths.sort();
+        let inos = tx!(txn.open_table(BY_INO), "open by_ino");
+        for item in tx!(inos.iter(), "scan") {
+            let (k, v) = tx!(item, "scan");
+            s.inos.push((k.value(), Oid(v.value())));
+        }
+        let lowers = tx!(txn.open_table(BY_LOWER), "open by_lower");
+        for item in tx!(lowers.iter(), "scan") {
+            let (k, v) = tx!(item, "scan");
+            s.lowers.push((k.value(), Oid(v.value())));
+        }
+        let tombs = tx!(txn.open_table(TOMBSTONES), "open tombstones");
+        for item in tx!(tombs.iter(), "scan") {
+            let (k, v) = tx!(item, "scan");
+            s.tombstones.push((Oid(k.value()), v.value().0));
+        }
+        let moving = tx!(txn.open_table(MOVING), "open moving");
+        for item in tx!(moving.iter(), "scan") {
+            let (k, v) = tx!(item, "scan");
+            s.moving.push((Oid(k.value()), v.value()));
+        }
+        let staged = tx!(txn.open_table(STAGED), "open staged");
+        for item in tx!(staged.iter(), "scan") {
+            let (k, v) = tx!(item, "scan");
+            let (a, b) = v.value();
+            s.staged.push((Oid(k.value()), a, b));
+        }
+        Ok(s)
     }
 }
 

@@ -3,6 +3,7 @@
 //! The filesystem logic lives in modules that do not depend on `fuser`
 //! (so tests can drive it without a mount); [`fuse`] is the thin adapter.
 
+pub mod control;
 pub mod error;
 pub mod fuse;
 pub mod index;

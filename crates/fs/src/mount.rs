@@ -16,6 +16,7 @@ use std::time::SystemTime;
 use fuser::{Config, SessionACL};
 use tracing::{error, info, warn};
 
+use crate::control;
 use crate::error::{Error, Result};
 use crate::fuse::SmoothFs;
 use crate::marker::{self, PoolLock};
@@ -32,6 +33,8 @@ pub struct PreparedPool {
     pub ns: Arc<Namespace>,
     pub lock: PoolLock,
     pub tier_caps: Vec<u32>,
+    /// Tier UUIDs from the markers, by rank (TIER_ID, pool record).
+    pub tier_ids: Vec<String>,
 }
 
 /// Steps of S1.9 up to (not including) the FUSE session.
@@ -48,6 +51,11 @@ pub fn prepare(opts: MountOptions) -> Result<PreparedPool> {
     let ident = marker::establish_markers(&opts.tiers, opts.uuid, opts.tunables.meta_rebuild)?;
     let mut tiers = Vec::with_capacity(opts.tiers.len());
     let mut tier_caps = Vec::new();
+    let tier_ids: Vec<String> = ident
+        .tiers
+        .iter()
+        .map(|t| t.tier_uuid.hyphenated().to_string())
+        .collect();
     for (rank, path) in opts.tiers.iter().enumerate() {
         let caps = probe::probe_tier(rank, path)?;
         let root = marker::open_tier_root(path)?;
@@ -80,7 +88,10 @@ pub fn prepare(opts: MountOptions) -> Result<PreparedPool> {
                 && matches!(sys::lgetxattr(d.as_fd(), &name, c"trusted.smoothfs.oid"), Ok(v) if v == n.oid.0)
                 && let Err(e) = sys::unlinkat(d.as_fd(), &name, false)
             {
-                warn!("replay: could not remove copy of {} on tier {}: {e}", n.oid, t.rank);
+                warn!(
+                    "replay: could not remove copy of {} on tier {}: {e}",
+                    n.oid, t.rank
+                );
             }
         }
     }
@@ -103,6 +114,7 @@ pub fn prepare(opts: MountOptions) -> Result<PreparedPool> {
         ns: Arc::new(ns),
         lock,
         tier_caps,
+        tier_ids,
     })
 }
 
@@ -155,6 +167,7 @@ fn write_pool_record(p: &PreparedPool) -> Result<PathBuf> {
                     "rank": t.rank,
                     "path": t.path,
                     "slot": t.slot,
+                    "tier_uuid": p.tier_ids.get(t.rank as usize),
                     "caps": t.caps,
                     "passthrough": t.passthrough.load(Ordering::Relaxed),
                 })
@@ -187,12 +200,15 @@ pub fn run(opts: MountOptions, ready: impl FnOnce()) -> Result<()> {
     let prepared = prepare(opts)?;
     let cfg = fuse_config(&prepared.opts);
     let t = &prepared.opts.tunables;
-    let fs = SmoothFs::new(
+    let mut fs = SmoothFs::new(
         Arc::clone(&prepared.ns),
         t.passthrough,
         t.entry_timeout,
         t.attr_timeout,
     );
+    let hub = control::EventHub::new(prepared.opts.uuid);
+    let spill_hub = Arc::clone(&hub);
+    fs.on_spill = Some(Box::new(move |s| spill_hub.spill(&s)));
     let mountpoint = prepared.opts.mountpoint.clone();
     let dev = kernel_mount(&prepared.opts)?;
     let session = match fuser::Session::from_fd(fs, dev, SessionACL::All, cfg) {
@@ -205,11 +221,41 @@ pub fn run(opts: MountOptions, ready: impl FnOnce()) -> Result<()> {
             ));
         }
     };
-    let record = write_pool_record(&prepared)?;
+    let ctl = control::Control::new(
+        Arc::clone(&prepared.ns),
+        control::PoolInfo {
+            uuid: prepared.opts.uuid,
+            name: prepared.opts.pool.clone(),
+            tier_ids: prepared.tier_ids.clone(),
+            read_only: prepared.opts.read_only(),
+            heat_interval_ms: t.heat_interval_ms,
+            write_staging: t.write_staging,
+            mediated_comm: t.mediated_comm.clone(),
+        },
+        Arc::clone(&hub),
+    );
+    let server = match control::Server::listen(ctl, &prepared.opts.socket_path()) {
+        Ok(s) => s,
+        Err(e) => {
+            detach(&mountpoint);
+            return Err(e);
+        }
+    };
+    let record = match write_pool_record(&prepared) {
+        Ok(r) => r,
+        Err(e) => {
+            server.shutdown();
+            detach(&mountpoint);
+            return Err(e);
+        }
+    };
+    hub.set_ready();
     info!("mounted pool '{pool_name}' with {n_tiers} tier(s)");
     spawn_signal_thread(mountpoint.clone());
     ready();
     let result = session.run();
+    // No control thread may outlive the session holding the namespace.
+    server.shutdown();
     // If the loop ended for any reason other than an unmount, don't leave a dead mount behind.
     detach(&mountpoint);
     match &result {

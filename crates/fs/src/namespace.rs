@@ -36,7 +36,7 @@ pub const KIND_OTHER: u8 = 4;
 pub const SLOT_NONE: u8 = 0xFF;
 
 const OID_XATTR_C: &CStr = c"trusted.smoothfs.oid";
-const GEN_XATTR_C: &CStr = c"trusted.smoothfs.generation";
+const GEN_XATTR_C: &CStr = c"trusted.smoothfs.gen";
 const ACL_DEFAULT_C: &CStr = c"system.posix_acl_default";
 
 /// The internal directory on every tier, hidden at the mount root.
@@ -332,6 +332,12 @@ impl Namespace {
 
     pub fn resident_nodes(&self) -> usize {
         self.nodes.read().len()
+    }
+
+    /// The node for `ino` if it is resident; never touches the index or a
+    /// tier (INSPECT, S20.4.1).
+    pub fn resident_node(&self, ino: u64) -> Option<Node> {
+        self.nodes.read().get(&ino).cloned()
     }
 
     // ---- identity (S3) --------------------------------------------------
@@ -888,7 +894,7 @@ impl Namespace {
                         || xname == b"system.posix_acl_default"
                         || xname == b"system.posix_acl_access"
                         || xname == b"trusted.smoothfs.oid"
-                        || xname == b"trusted.smoothfs.generation";
+                        || xname == b"trusted.smoothfs.gen";
                     if !keep {
                         continue;
                     }
@@ -1021,6 +1027,8 @@ impl Namespace {
                     return Err(e);
                 }
             };
+            // Identity xattrs changed ctime: answer with the final attributes.
+            let st = sys::fstatat(pd.as_fd(), name).unwrap_or(st);
             if rank != first {
                 bump(&self.counters.spill_creates_total);
                 self.counters

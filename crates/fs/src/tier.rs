@@ -58,8 +58,22 @@ impl Tier {
     }
 
     /// Open the lower file at `rel` for I/O with `flags` (never follows a symlink).
+    /// FUSE hands us the caller's `f_flags`, which may carry kernel-internal
+    /// bits (e.g. `__FMODE_EXEC` for exec); openat2 rejects unknown bits, so
+    /// only real open flags are passed on.
     pub fn open_file(&self, rel: &OsStr, flags: i32) -> std::io::Result<OwnedFd> {
-        sys::openat_beneath(self.root(), rel, flags | libc::O_NOFOLLOW, 0)
+        const PASS: i32 = libc::O_ACCMODE
+            | libc::O_APPEND
+            | libc::O_NONBLOCK
+            | libc::O_DSYNC
+            | libc::O_SYNC
+            | libc::O_DIRECT
+            | libc::O_NOATIME
+            | libc::O_TRUNC
+            | libc::O_LARGEFILE
+            | libc::O_DIRECTORY
+            | libc::O_PATH;
+        sys::openat_beneath(self.root(), rel, (flags & PASS) | libc::O_NOFOLLOW, 0)
     }
 
     pub fn is_ok(&self) -> bool {

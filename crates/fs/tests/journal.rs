@@ -6,7 +6,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use smoothfs_fs::journal::{
-    FLAG_SYNC, Frame, Journal, Record, decode_frame, encode_frame, encode_segment_header, segment_file_name,
+    FLAG_SYNC, Frame, Journal, Record, decode_frame, encode_frame, encode_segment_header,
+    segment_file_name,
 };
 use smoothfs_fs::oid::Oid;
 use smoothfs_fs::placement::{ObjectRec, Placement, kind};
@@ -26,7 +27,10 @@ fn hex(b: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 /// (seq, record, the exact bytes) — the same vectors as docs/formats.md.
@@ -62,27 +66,51 @@ fn vectors() -> Vec<(u64, Record, &'static str)> {
         ),
         (
             3,
-            Record::Link { oid: a, path: "c".into() },
+            Record::Link {
+                oid: a,
+                path: "c".into(),
+            },
             "30000000ff4417760300000000000000030000000000000000112233445566778899aabbccddeeff0100630000000000",
         ),
         (
             4,
-            Record::Unlink { oid: a, gen_: 1, remaining_links: 1, path: "c".into() },
+            Record::Unlink {
+                oid: a,
+                gen_: 1,
+                remaining_links: 1,
+                path: "c".into(),
+            },
             "380000009437c2a50400000000000000040000000000000000112233445566778899aabbccddeeff01000000010000000100630000000000",
         ),
         (
             5,
-            Record::Rename { oid: a, replaced: Some(oid_b()), old_path: "a/b".into(), new_path: "d".into() },
+            Record::Rename {
+                oid: a,
+                replaced: Some(oid_b()),
+                old_path: "a/b".into(),
+                new_path: "d".into(),
+            },
             "4000000023d688c90500000000000000050001000000000000112233445566778899aabbccddeeffffeeddccbbaa998877665544332211000300612f62010064",
         ),
         (
             6,
-            Record::Pin { oid: a, policy_pin: 2, protocol_pin: 0, always_mediated: false },
+            Record::Pin {
+                oid: a,
+                policy_pin: 2,
+                protocol_pin: 0,
+                always_mediated: false,
+            },
             "30000000504d6d680600000000000000060001000000000000112233445566778899aabbccddeeff0200000000000000",
         ),
         (
             7,
-            Record::DirRename { oid: a, tier_mask: 3, done_mask: 1, old_path: "x".into(), new_path: "y".into() },
+            Record::DirRename {
+                oid: a,
+                tier_mask: 3,
+                done_mask: 1,
+                old_path: "x".into(),
+                new_path: "y".into(),
+            },
             "380000001f1159030700000000000000070001000000000000112233445566778899aabbccddeeff03000100010078010079000000000000",
         ),
         (
@@ -97,12 +125,19 @@ fn vectors() -> Vec<(u64, Record, &'static str)> {
         ),
         (
             10,
-            Record::Stage { oid: a, kind: 1, source_slot: 1 },
+            Record::Stage {
+                oid: a,
+                kind: 1,
+                source_slot: 1,
+            },
             "30000000b505364e0a000000000000000a0001000000000000112233445566778899aabbccddeeff0101000000000000",
         ),
         (
             11,
-            Record::Unknown { rtype: 99, payload: vec![1, 2, 3, 0, 0, 0, 0, 0] },
+            Record::Unknown {
+                rtype: 99,
+                payload: vec![1, 2, 3, 0, 0, 0, 0, 0],
+            },
             "20000000d4184e450b0000000000000063000000000000000102030000000000",
         ),
     ]
@@ -118,7 +153,16 @@ fn every_record_type_encodes_and_decodes_byte_for_byte() {
             assert_eq!(hex(&out), bytes, "encoding of type {}", rec.rtype());
         }
         let frame = decode_frame(&unhex(bytes)).unwrap();
-        assert_eq!(frame, Frame { seq, flags, len: bytes.len() / 2, record: rec.clone() }, "decoding {bytes}");
+        assert_eq!(
+            frame,
+            Frame {
+                seq,
+                flags,
+                len: bytes.len() / 2,
+                record: rec.clone()
+            },
+            "decoding {bytes}"
+        );
     }
 }
 
@@ -126,7 +170,16 @@ fn every_record_type_encodes_and_decodes_byte_for_byte() {
 fn unknown_record_type_is_read_and_advances_seq() {
     // An unknown type (3 payload bytes, padded) encodes like any other.
     let mut out = Vec::new();
-    encode_frame(11, 0, &Record::Unknown { rtype: 99, payload: vec![1, 2, 3] }, &mut out).unwrap();
+    encode_frame(
+        11,
+        0,
+        &Record::Unknown {
+            rtype: 99,
+            payload: vec![1, 2, 3],
+        },
+        &mut out,
+    )
+    .unwrap();
     assert_eq!(hex(&out), vectors()[10].2);
 }
 
@@ -142,9 +195,31 @@ fn segment_header_layout() {
 #[test]
 fn sync_durability_class_follows_s4_2() {
     let a = oid_a();
-    assert!(!Record::Link { oid: a, path: "x".into() }.is_sync());
-    assert!(!Record::Rename { oid: a, replaced: None, old_path: "x".into(), new_path: "y".into() }.is_sync());
-    assert!(Record::Rename { oid: a, replaced: Some(oid_b()), old_path: "x".into(), new_path: "y".into() }.is_sync());
+    assert!(
+        !Record::Link {
+            oid: a,
+            path: "x".into()
+        }
+        .is_sync()
+    );
+    assert!(
+        !Record::Rename {
+            oid: a,
+            replaced: None,
+            old_path: "x".into(),
+            new_path: "y".into()
+        }
+        .is_sync()
+    );
+    assert!(
+        Record::Rename {
+            oid: a,
+            replaced: Some(oid_b()),
+            old_path: "x".into(),
+            new_path: "y".into()
+        }
+        .is_sync()
+    );
     assert!(Record::Gen { oid: a, gen_: 1 }.is_sync());
 }
 
@@ -196,7 +271,8 @@ fn segment(dir: &Path) -> PathBuf {
 
 fn place(p: &Placement, path: &str, n: u8) -> Oid {
     let oid = Oid([n; 16]);
-    p.placed(&ObjectRec::new(oid, kind::FILE, 0, 1000 + n as u64, path)).unwrap();
+    p.placed(&ObjectRec::new(oid, kind::FILE, 0, 1000 + n as u64, path))
+        .unwrap();
     oid
 }
 
@@ -228,7 +304,9 @@ fn torn_journal_tail_still_mounts() {
     assert!(!report.degraded);
     assert_eq!(p.counters().torn_tail_truncations, 1);
     for n in 1..=9u8 {
-        let rec = p.by_path(&format!("f{n}")).unwrap_or_else(|| panic!("f{n} lost"));
+        let rec = p
+            .by_path(&format!("f{n}"))
+            .unwrap_or_else(|| panic!("f{n} lost"));
         assert_eq!(rec.oid, Oid([n; 16]));
     }
     // New records continue the seq after the cut and survive a reopen.
@@ -276,7 +354,14 @@ fn corruption_counts_every_record_lost() {
     {
         let (j, _) = Journal::open(&dir, POOL, 1, |_, _| Ok(())).unwrap();
         for n in 0..10u8 {
-            j.append(&Record::Gen { oid: Oid([n; 16]), gen_: n as u32 }, false).unwrap();
+            j.append(
+                &Record::Gen {
+                    oid: Oid([n; 16]),
+                    gen_: n as u32,
+                },
+                false,
+            )
+            .unwrap();
         }
         j.sync().unwrap();
     }
@@ -292,7 +377,14 @@ fn corruption_counts_every_record_lost() {
     assert_eq!(fs::metadata(&seg).unwrap().len(), 32 + 3 * 48);
     let aside = &report.set_aside[0];
     assert_eq!(fs::read(aside).unwrap(), bytes[32 + 3 * 48..]);
-    assert!(aside.file_name().unwrap().to_str().unwrap().starts_with("corrupt-0000000000000004-"));
+    assert!(
+        aside
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("corrupt-0000000000000004-")
+    );
 }
 
 #[test]
@@ -301,7 +393,8 @@ fn wrong_pool_uuid_segment_is_set_aside() {
     let dir = tmp.path().join("journal");
     {
         let (j, _) = Journal::open(&dir, [1; 16], 1, |_, _| Ok(())).unwrap();
-        j.append(&Record::Checkpoint { checkpoint_seq: 0 }, true).unwrap();
+        j.append(&Record::Checkpoint { checkpoint_seq: 0 }, true)
+            .unwrap();
     }
     let (got, report) = read_all(&dir);
     assert!(got.is_empty());
@@ -346,10 +439,21 @@ fn segment_torn_at_creation_is_dropped() {
     let dir = tmp.path().join("journal");
     {
         let (j, _) = Journal::open(&dir, POOL, 1, |_, _| Ok(())).unwrap();
-        j.append(&Record::Gen { oid: oid_a(), gen_: 1 }, true).unwrap();
+        j.append(
+            &Record::Gen {
+                oid: oid_a(),
+                gen_: 1,
+            },
+            true,
+        )
+        .unwrap();
     }
     // A crash while the next segment's header was being written.
-    fs::write(dir.join(segment_file_name(2)), &encode_segment_header(&POOL, 2)[..10]).unwrap();
+    fs::write(
+        dir.join(segment_file_name(2)),
+        &encode_segment_header(&POOL, 2)[..10],
+    )
+    .unwrap();
     let (got, report) = read_all(&dir);
     assert_eq!(got.len(), 1);
     assert_eq!(report.torn_tail_truncations, 1);
