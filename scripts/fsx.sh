@@ -74,17 +74,21 @@ if [ "${1:-}" = --native ]; then
   if run_fsx native "$native/fsx.bin"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 else
   SMOOTHFS=$(smoothfs_bin)
-  make_tier t0 256 ext4 "$SHM_WORK" -O ^has_journal
-  t0=$TIER
-  make_tier t1 256 ext4 "$SHM_WORK" -O ^has_journal
-  t1=$TIER
   for mode in auto off; do
+    # Fresh tiers per run: a tier belongs to one pool UUID (S1.2).
+    make_tier "t0-$mode" 256 ext4 "$SHM_WORK" -O ^has_journal
+    t0=$TIER
+    make_tier "t1-$mode" 256 ext4 "$SHM_WORK" -O ^has_journal
+    t1=$TIER
     extra=""
     [ "$mode" = auto ] || extra="passthrough=$mode"
-    start_pool "$WORK/mnt-$mode" "$t0:$t1" "$extra"
     ok=1
-    run_fsx "passthrough-$mode" "$WORK/mnt-$mode/fsx-$mode.bin" || ok=0
-    stop_pool || ok=0
+    if start_pool "$WORK/mnt-$mode" "$t0:$t1" "$extra"; then
+      run_fsx "passthrough-$mode" "$WORK/mnt-$mode/fsx-$mode.bin" || ok=0
+      stop_pool || ok=0
+    else
+      ok=0
+    fi
     if [ "$ok" -eq 1 ]; then passed=$((passed + 1)); else
       failed=$((failed + 1))
       echo "smoothfs daemon log tail (passthrough=$mode):"

@@ -64,7 +64,7 @@ passing() { # LABEL -> sorted names of passing tests
 }
 
 run_suite native "$native"
-start_pool "$WORK/mnt" "$t0:$t1"
+start_pool "$WORK/mnt" "$t0:$t1" || { echo "pjdfstest: could not mount the pool" >&2; exit 1; }
 run_suite smoothfs "$WORK/mnt"
 daemon_ok=0
 stop_pool || daemon_ok=1
@@ -89,10 +89,10 @@ fi
 if [ "$n_reg" -gt 0 ]; then
   echo "pjdfstest: passing on ext4 but failing on smoothfs (not in $EXCEPTIONS):"
   while read -r name; do
-    echo "  $name"
-    # The suite prints the failure's details on the lines after the name.
+    # The result word ends the name's line; details follow on tab-indented lines.
     sed -e 's/\x1b\[[0-9;]*m//g' "$WORK/smoothfs.out" |
-      awk -v n="$name" '$1 == n { show = 1; next } show && /^\t/ { print "    " $0; next } { show = 0 }' | head -n 6
+      awk -v n="$name" '$1 == n { $1 = ""; print "  " n ":" $0; show = 1; next }
+                        show && /^\t/ { print "    " $0; next } { show = 0 }' | head -n 8
   done <"$WORK/regressions"
   echo "smoothfs daemon log tail:"
   tail -n 30 "$WORK/mnt.daemon.log" | sed 's/^/  /'

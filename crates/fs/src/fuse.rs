@@ -178,6 +178,22 @@ impl SmoothFs {
         );
     }
 
+    /// Reply to mkdir/mknod/symlink. Objects other than regular files have
+    /// no creating handle, so a spill is reported at create with size 0 (S5.2).
+    fn reply_new_object(&self, reply: ReplyEntry, r: Result<Entry, Error>) {
+        match r {
+            Ok(e) => {
+                if let Some(s) = self.ns.spill_released(e.ino, 0)
+                    && let Some(cb) = &self.on_spill
+                {
+                    cb(s);
+                }
+                self.reply_entry(reply, &e)
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
     fn new_fh(&self) -> u64 {
         self.next_fh.fetch_add(1, Ordering::Relaxed)
     }
@@ -402,13 +418,10 @@ impl Filesystem for SmoothFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        match self
+        let r = self
             .ns
-            .mknod(parent.0, name, mode, umask, rdev, req.uid(), req.gid())
-        {
-            Ok(e) => self.reply_entry(reply, &e),
-            Err(e) => reply.error(errno(&e)),
-        }
+            .mknod(parent.0, name, mode, umask, rdev, req.uid(), req.gid());
+        self.reply_new_object(reply, r);
     }
 
     fn mkdir(
@@ -420,17 +433,15 @@ impl Filesystem for SmoothFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        match self.ns.mkdir(
+        let r = self.ns.mkdir(
             parent.0,
             name,
             mode | libc::S_IFDIR,
             umask,
             req.uid(),
             req.gid(),
-        ) {
-            Ok(e) => self.reply_entry(reply, &e),
-            Err(e) => reply.error(errno(&e)),
-        }
+        );
+        self.reply_new_object(reply, r);
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -455,13 +466,10 @@ impl Filesystem for SmoothFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        match self
+        let r = self
             .ns
-            .symlink(parent.0, link_name, target, req.uid(), req.gid())
-        {
-            Ok(e) => self.reply_entry(reply, &e),
-            Err(e) => reply.error(errno(&e)),
-        }
+            .symlink(parent.0, link_name, target, req.uid(), req.gid());
+        self.reply_new_object(reply, r);
     }
 
     fn rename(

@@ -795,6 +795,12 @@ fn dir_entries(
         .collect())
 }
 
+/// Changes set aside by [`Index::freeze`]; holds the index's flush lock.
+pub struct Frozen<'a> {
+    _one_flush: parking_lot::MutexGuard<'a, ()>,
+    ov: Arc<Overlay>,
+}
+
 /// The open index.
 pub struct Index {
     db: Database,
@@ -902,18 +908,34 @@ impl Index {
     /// Writes the overlay to the database: durably with the checkpoint seq
     /// when `checkpoint` is given, else non-durably (memory bound only).
     fn flush(&self, checkpoint: Option<u64>) -> Result<()> {
-        let _one = self.flush_lock.lock();
-        let frozen = {
-            let mut st = self.state.lock();
-            let ov = Arc::new(std::mem::take(&mut st.active));
-            st.frozen = Some(Arc::clone(&ov));
-            ov
-        };
-        let res = self.write_overlay(&frozen, checkpoint);
+        let frozen = self.freeze();
+        self.commit_frozen(frozen, checkpoint)
+    }
+
+    /// Sets the changes applied so far aside for [`Index::commit_frozen`];
+    /// later applies go to a fresh overlay. Readers still see the frozen
+    /// changes until they are committed. Waits for an earlier freeze to be
+    /// committed first.
+    pub fn freeze(&self) -> Frozen<'_> {
+        let guard = self.flush_lock.lock();
+        let mut st = self.state.lock();
+        let ov = Arc::new(std::mem::take(&mut st.active));
+        st.frozen = Some(Arc::clone(&ov));
+        Frozen {
+            _one_flush: guard,
+            ov,
+        }
+    }
+
+    /// Writes frozen changes to the database (durably, recording the
+    /// checkpoint seq, when `checkpoint` is given). On failure the changes
+    /// go back to the overlay.
+    pub fn commit_frozen(&self, frozen: Frozen<'_>, checkpoint: Option<u64>) -> Result<()> {
+        let res = self.write_overlay(&frozen.ov, checkpoint);
         let mut st = self.state.lock();
         if res.is_err() {
             // Keep the changes: they are older than anything applied since.
-            st.active.absorb_older(&frozen);
+            st.active.absorb_older(&frozen.ov);
         }
         st.frozen = None;
         res

@@ -186,6 +186,9 @@ fn write_pool_record(p: &PreparedPool) -> Result<PathBuf> {
     let tmp = path.with_extension("json.tmp");
     std::fs::write(&tmp, serde_json::to_vec_pretty(&v).unwrap_or_default())
         .map_err(|e| Error::io("write pool record", e))?;
+    // The daemon runs with umask 0; the record is 0644 (S1.6).
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .map_err(|e| Error::io("chmod pool record", e))?;
     std::fs::rename(&tmp, &path).map_err(|e| Error::io("install pool record", e))?;
     Ok(path)
 }

@@ -219,6 +219,8 @@ struct Shared {
     journal: Journal,
     index: Index,
     order: Mutex<Order>,
+    /// One checkpoint at a time.
+    checkpoint_lock: Mutex<()>,
     ctl: Mutex<FlusherCtl>,
     wake: Condvar,
     kicked: AtomicBool,
@@ -255,7 +257,8 @@ impl Placement {
             pool_uuid,
             checkpoint_seq + 1,
             |seq, rec| {
-                if seq <= checkpoint_seq {
+                // CHECKPOINT records change nothing in the index.
+                if seq <= checkpoint_seq || matches!(rec, Record::Checkpoint { .. }) {
                     return Ok(());
                 }
                 if let Record::DirRename {
@@ -300,6 +303,7 @@ impl Placement {
                 since_checkpoint: 0,
                 last_checkpoint: Instant::now(),
             }),
+            checkpoint_lock: Mutex::new(()),
             ctl: Mutex::new(FlusherCtl::default()),
             wake: Condvar::new(),
             kicked: AtomicBool::new(false),
@@ -674,20 +678,32 @@ impl Shared {
         }
     }
 
+    /// The index changes up to the last seq are frozen under `order` (so
+    /// they are exactly the records up to that seq); the journal sync and
+    /// the durable index commit run outside it, so appends continue.
     fn checkpoint(&self) -> Result<()> {
-        let mut order = self.order.lock();
+        let _one = self.checkpoint_lock.lock();
         if self.index_diverged.load(Ordering::Acquire) {
             return Err(err!(
                 libc::EIO,
                 "identity index diverged from the placement journal; checkpoint refused"
             ));
         }
-        let seq = self.journal.last_seq();
+        let (seq, frozen) = {
+            let mut order = self.order.lock();
+            let seq = self.journal.last_seq();
+            let frozen = self.index.freeze();
+            order.since_checkpoint = 0;
+            order.last_checkpoint = Instant::now();
+            (seq, frozen)
+        };
         // The index must never claim a record the journal could still lose.
-        self.journal.sync()?;
-        self.index.commit_checkpoint(seq)?;
-        order.since_checkpoint = 0;
-        order.last_checkpoint = Instant::now();
+        if let Err(e) = self.journal.sync_to(seq) {
+            // Put the changes back; the next checkpoint retries them.
+            let _ = self.index.commit_frozen(frozen, None);
+            return Err(e);
+        }
+        self.index.commit_frozen(frozen, Some(seq))?;
         self.journal.rotate_if_larger(CHECKPOINT_ROTATE_BYTES)?;
         self.journal.append(
             &Record::Checkpoint {

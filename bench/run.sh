@@ -1,0 +1,318 @@
+#!/usr/bin/env bash
+# smoothfs data-plane benchmark (SPEC S28, shared/BENCHMARKS.md).
+#
+#   bench/run.sh            full run (~15 min on 2 vCPUs)
+#   bench/run.sh --quick    3 rounds, smaller sizes (~5 min)
+#
+# Must run as root. Installs fio/mergerfs/e2fsprogs if missing, builds
+# smoothfs (release), makes its own tiers -- two loop-backed 2 GiB ext4
+# images ("ext4") and two tmpfs ("tmpfs", isolates FUSE overhead from the
+# device) -- and compares on the same tier filesystems:
+#   native             tier 0 accessed directly
+#   mergerfs           mergerfs defaults over tier0:tier1
+#   mergerfs-pt        mergerfs -o passthrough.io=rw (only if supported)
+#   smoothfs-pt        smoothfs, passthrough=auto (default)
+#   smoothfs-mediated  smoothfs, passthrough=off
+# Each target gets its own subdirectory of the tier roots (t0/<target>,
+# t1/<target>), so every target stacks over the same two filesystems.
+# Rounds are interleaved: every round runs each target's block of workloads
+# (A B C D, then B C D A, ...); the table reports the median per target,
+# the min-max spread and ratios to native / mergerfs.
+#
+# Output: bench/out/<timestamp>/ (results.csv, raw fio JSON, daemon logs,
+# table.md) and docs/benchmarks.md. Everything else (mounts, loop devices,
+# images) is removed on exit.
+#
+# Tunables (environment): ROUNDS, TMPFS_ROUNDS, SIZE, RUNTIME, NFILES,
+# VARIANTS ("ext4 tmpfs"), TARGETS (subset of the list above),
+# WRITE_DOCS (1/0).
+set -euo pipefail
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+MODE=full
+for a in "$@"; do
+  case "$a" in
+    --quick) MODE=quick ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $a" >&2; exit 2 ;;
+  esac
+done
+if [ "$MODE" = quick ]; then
+  : "${ROUNDS:=3}" "${TMPFS_ROUNDS:=3}" "${SIZE:=256M}" "${RUNTIME:=3}" "${NFILES:=2000}"
+else
+  : "${ROUNDS:=5}" "${TMPFS_ROUNDS:=3}" "${SIZE:=1G}" "${RUNTIME:=4}" "${NFILES:=10000}"
+fi
+: "${VARIANTS:=ext4 tmpfs}" "${WRITE_DOCS:=1}"
+SETTLE_MS=1100   # > the 1 s FUSE entry/attr lifetime of both mergerfs and smoothfs
+
+[ "$(id -u)" = 0 ] || { echo "bench/run.sh must run as root" >&2; exit 1; }
+log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
+
+# ---------------------------------------------------------------- deps
+need=()
+command -v fio >/dev/null || need+=(fio)
+command -v mergerfs >/dev/null || need+=(mergerfs)
+command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
+command -v losetup >/dev/null || need+=(mount)
+command -v cc >/dev/null || need+=(gcc)
+command -v python3 >/dev/null || need+=(python3)
+if [ ${#need[@]} -gt 0 ]; then
+  log "installing ${need[*]}"
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"
+fi
+
+# ---------------------------------------------------------------- build
+log "building smoothfs (release)"
+(cd "$REPO" && cargo build --release -q -p smoothfs-cli)
+BIN=$REPO/target/release/smoothfs
+
+STAMP=$(date +%Y%m%d-%H%M%S)
+OUT=$REPO/bench/out/$STAMP
+mkdir -p "$OUT/raw"
+WORK=$(mktemp -d /var/tmp/smoothfs-bench.XXXXXX)
+cc -O2 -Wall -o "$WORK/metabench" "$REPO/bench/metabench.c"
+CSV=$OUT/results.csv
+: > "$CSV"
+
+# ---------------------------------------------------------------- cleanup
+MOUNTS=()   # in mount order; unmounted in reverse
+LOOPS=()
+cleanup() {
+  local rc=$? i m
+  set +e
+  for ((i = ${#MOUNTS[@]} - 1; i >= 0; i--)); do
+    m=${MOUNTS[i]}
+    mountpoint -q "$m" || continue
+    for _ in 1 2 3 4 5; do umount "$m" 2>/dev/null && break; sleep 1; done
+    mountpoint -q "$m" && { log "lazy-unmounting busy $m"; umount -l "$m"; }
+  done
+  for l in "${LOOPS[@]}"; do losetup -d "$l" 2>/dev/null; done
+  rm -rf "$WORK"
+  [ $rc -ne 0 ] && log "exited with status $rc; partial results in $OUT"
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------- helpers
+dropc() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+
+# PID of the FUSE daemon serving mountpoint $1 (its argv ends with it).
+daemon_pid() {
+  local p
+  for p in /proc/[0-9]*; do
+    [ -r "$p/cmdline" ] || continue
+    case "$(cat "$p/comm" 2>/dev/null)" in smoothfs|mergerfs) ;; *) continue ;; esac
+    if tr '\0' '\n' < "$p/cmdline" 2>/dev/null | grep -qxF -- "$1"; then
+      echo "${p#/proc/}"; return
+    fi
+  done
+}
+# utime+stime of a PID in ms (0 without a PID).
+cpu_ms() {
+  [ -n "${1:-}" ] && [ -r "/proc/$1/stat" ] || { echo 0; return; }
+  awk -v hz="$(getconf CLK_TCK)" '{sub(/^.*\) /, ""); print ($12 + $13) * 1000 / hz}' "/proc/$1/stat"
+}
+
+MERGERFS_VERSION=$(mergerfs --version 2>&1 | head -1 || true)
+if mergerfs --help 2>&1 | grep -q 'passthrough\.io' ||
+   { man mergerfs 2>/dev/null | grep -q 'passthrough\.io'; }; then
+  MERGERFS_PT=1
+else
+  MERGERFS_PT=0
+fi
+
+ALL_TARGETS="native mergerfs mergerfs-pt smoothfs-pt smoothfs-mediated"
+: "${TARGETS:=$ALL_TARGETS}"
+declare -A DIR PID
+
+mount_targets() { # variant t0 t1
+  local v=$1 t0=$2 t1=$3 t mnt
+  for t in $TARGETS; do
+    mkdir -p "$t0/$t" "$t1/$t"
+    mnt=$WORK/$v/mnt-$t
+    case $t in
+      native)
+        DIR[$t]=$t0/$t/w; mkdir -p "${DIR[$t]}"; PID[$t]=""; continue ;;
+      mergerfs)
+        mkdir -p "$mnt" "$t0/$t/w"   # w only on tier 0: epmfs creates there
+        mergerfs "$t0/$t:$t1/$t" "$mnt" ;;
+      mergerfs-pt)
+        if [ "$MERGERFS_PT" != 1 ]; then
+          log "skipping mergerfs-pt: $MERGERFS_VERSION has no passthrough.io"
+          continue
+        fi
+        mkdir -p "$mnt" "$t0/$t/w"
+        if ! mergerfs -o cache.files=full,passthrough.io=rw "$t0/$t:$t1/$t" "$mnt"; then
+          log "mergerfs -o passthrough.io=rw failed to mount; skipping mergerfs-pt"
+          continue
+        fi ;;
+      smoothfs-pt|smoothfs-mediated)
+        local pt=auto
+        [ $t = smoothfs-mediated ] && pt=off
+        mkdir -p "$mnt"
+        local slog=/run/smoothfs/$(echo "$mnt" | tr / _).log
+        if ! "$BIN" mount -o "pool=bench-$v-$t,uuid=$(cat /proc/sys/kernel/random/uuid),tiers=$t0/$t:$t1/$t,passthrough=$pt" none "$mnt"; then
+          log "smoothfs mount ($t) failed; daemon log $slog:"
+          tail -20 "$slog" >&2 || true
+          continue
+        fi
+        SLOGS+=("$slog") ;;
+    esac
+    MOUNTS+=("$mnt")
+    DIR[$t]=$mnt/w
+    mkdir -p "${DIR[$t]}"
+    PID[$t]=$(daemon_pid "$mnt")
+    ACTIVE+=("$t")
+  done
+}
+
+run_fio() { # variant target round workload fio-args...
+  local v=$1 t=$2 r=$3 wl=$4; shift 4
+  local json=$OUT/raw/$v-$t-r$r-$wl.json c0 c1
+  c0=$(cpu_ms "${PID[$t]}")
+  if ! fio --name="$wl" --output-format=json --output="$json" "$@" >/dev/null 2>"$json.err"; then
+    log "fio $wl on $t failed:"; cat "$json.err" >&2; return 1
+  fi
+  c1=$(cpu_ms "${PID[$t]}")
+  python3 "$REPO/bench/report.py" fio "$json" "$v" "$wl" "$t" "$r" "$((${c1%.*} - ${c0%.*}))" >> "$CSV"
+  log "  $v r$r $t $wl: $(grep -F ",$wl," "$CSV" | grep -F ",$t,$r," | head -1 | cut -d, -f3,6) (daemon cpu $((${c1%.*} - ${c0%.*})) ms)"
+}
+
+run_block() { # variant target round
+  local v=$1 t=$2 r=$3 d=${DIR[$2]} f settle=$SETTLE_MS
+  f=${DIR[$t]}/seq.dat
+  local seq=(--filename="$f" --bs=1M --size="$SIZE" --ioengine=psync --runtime=120)
+  local rnd=(--filename="$f" --bs=4k --size="$SIZE" --rw=randread --direct=1 --ioengine=libaio
+             --time_based --runtime="$RUNTIME" --norandommap --randrepeat=0)
+  rm -f "$f"
+  dropc; run_fio "$v" "$t" "$r" seq-write-direct "${seq[@]}" --rw=write --direct=1 --end_fsync=1
+  rm -f "$f"
+  dropc; run_fio "$v" "$t" "$r" seq-write "${seq[@]}" --rw=write --direct=0 --end_fsync=1
+  dropc; run_fio "$v" "$t" "$r" seq-read "${seq[@]}" --rw=read --direct=0
+  dropc; run_fio "$v" "$t" "$r" seq-read-direct "${seq[@]}" --rw=read --direct=1
+  dropc; run_fio "$v" "$t" "$r" rand-read-4k-qd1 "${rnd[@]}" --iodepth=1
+  dropc; run_fio "$v" "$t" "$r" rand-read-4k-qd32 "${rnd[@]}" --iodepth=32
+  rm -f "$f"
+  [ "$t" = native ] && settle=0
+  sync
+  "$WORK/metabench" "$d/meta" "$NFILES" "$settle" > "$OUT/raw/$v-$t-r$r-meta.txt"
+  python3 "$REPO/bench/report.py" meta "$OUT/raw/$v-$t-r$r-meta.txt" "$v" "$t" "$r" >> "$CSV"
+  log "  $v r$r $t meta: $(awk '{printf "%s %.0f/s p99 %.0fus; ", $1, $2, $4}' "$OUT/raw/$v-$t-r$r-meta.txt")"
+}
+
+# ---------------------------------------------------------------- main
+SLOGS=()
+T_START=$(date +%s)
+for v in $VARIANTS; do
+  base=$WORK/$v
+  mkdir -p "$base/t0" "$base/t1"
+  case $v in
+    ext4)
+      for i in 0 1; do
+        truncate -s 2G "$base/t$i.img"
+        mkfs.ext4 -q -F "$base/t$i.img"
+        l=$(losetup -f --show --direct-io=on "$base/t$i.img")
+        LOOPS+=("$l")
+        mount "$l" "$base/t$i"
+        MOUNTS+=("$base/t$i")
+      done
+      rounds=$ROUNDS ;;
+    tmpfs)
+      for i in 0 1; do
+        mount -t tmpfs -o size=2G,mode=0755 tmpfs "$base/t$i"
+        MOUNTS+=("$base/t$i")
+      done
+      rounds=$TMPFS_ROUNDS ;;
+    *) echo "unknown variant $v" >&2; exit 2 ;;
+  esac
+  ACTIVE=()
+  mount_targets "$v" "$base/t0" "$base/t1"
+  log "$v: targets ${ACTIVE[*]}; $rounds rounds, size $SIZE, runtime ${RUNTIME}s, $NFILES files"
+  n=${#ACTIVE[@]}
+  for ((r = 1; r <= rounds; r++)); do
+    for ((k = 0; k < n; k++)); do
+      run_block "$v" "${ACTIVE[$(((k + r - 1) % n))]}" "$r"
+    done
+  done
+  # Unmount this variant's stack now so the next one has the machine alone.
+  for ((i = ${#MOUNTS[@]} - 1; i >= 0; i--)); do
+    case ${MOUNTS[i]} in "$base"/*) umount "${MOUNTS[i]}" ;; esac
+  done
+  for s in "${SLOGS[@]}"; do [ -f "$s" ] && cp "$s" "$OUT/$(basename "$s")"; done
+done
+ELAPSED=$(( $(date +%s) - T_START ))
+
+# ---------------------------------------------------------------- report
+PT_NOTE=""
+for s in "${SLOGS[@]}"; do
+  f=$OUT/$(basename "$s")
+  [ -f "$f" ] || continue
+  if grep -qiE 'passthrough unavailable|does not offer FUSE passthrough' "$f"; then
+    PT_NOTE+="- WARNING: $(basename "$f"): $(grep -iE 'passthrough unavailable|does not offer FUSE passthrough' "$f" | head -1 | sed 's/\x1b\[[0-9;]*m//g')"$'\n'
+  fi
+done
+[ -z "$PT_NOTE" ] && PT_NOTE="- no 'passthrough unavailable' in the smoothfs daemon logs."$'\n'
+if [ "$MERGERFS_PT" = 1 ]; then
+  MPT_NOTE="mergerfs-pt: mounted with \`-o cache.files=full,passthrough.io=rw\`."
+else
+  MPT_NOTE="mergerfs-pt: not run — the installed $MERGERFS_VERSION has no \`passthrough.io\` option (added in later mergerfs releases; Debian 12 ships 2.33.5)."
+fi
+
+TABLE=$(python3 "$REPO/bench/report.py" table "$CSV" $ALL_TARGETS)
+echo "$TABLE" > "$OUT/table.md"
+echo
+echo "$TABLE"
+echo
+printf '%s' "$PT_NOTE"
+echo "$MPT_NOTE"
+log "benchmark took ${ELAPSED}s; results in $OUT"
+
+if [ "$WRITE_DOCS" = 1 ]; then
+  CMD="bench/run.sh${*:+ $*}"
+  {
+    echo "# Benchmarks"
+    echo
+    echo "Latest run of \`$CMD\` (mode: $MODE). Method: \`shared/BENCHMARKS.md\`;"
+    echo "targets: SPEC S28. Re-run with the same command as root; it takes about"
+    echo "$(( (ELAPSED + 59) / 60 )) minutes here."
+    echo
+    echo "## Setup"
+    echo
+    echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "- machine: nproc $(nproc), kernel $(uname -r), memory:"
+    echo '  ```'
+    free -g | sed 's/^/  /'
+    echo '  ```'
+    echo "- smoothfs: $(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$REPO" && [ -n "$(git status --porcelain -- crates 2>/dev/null)" ] && echo ' + uncommitted changes'), release build"
+    echo "- fio: $(fio --version); mergerfs: $MERGERFS_VERSION"
+    echo "- tiers: **ext4** = two 2 GiB sparse images, \`mkfs.ext4\` defaults, on"
+    echo "  \`losetup --direct-io=on\` loop devices backed by the root disk (virtio);"
+    echo "  **tmpfs** = two 2 GiB tmpfs (no device: shows FUSE overhead alone)."
+    echo "  Each target uses its own subdirectory of the same two tier filesystems;"
+    echo "  native = tier 0 directly."
+    echo "- rounds: ext4 $ROUNDS, tmpfs $TMPFS_ROUNDS, interleaved (each round runs every target's"
+    echo "  block of workloads, target order rotated per round); medians over rounds."
+    echo "- fio: seq = 1 job, bs=1M, size=$SIZE, psync, direct=0 and direct=1; writes"
+    echo "  create a fresh file and include \`end_fsync=1\`; reads follow"
+    echo "  \`echo 3 > /proc/sys/vm/drop_caches\`. rand = bs=4k, libaio, direct=1,"
+    echo "  iodepth 1 and 32, time_based ${RUNTIME}s over the same $SIZE file."
+    echo "- metadata: \`bench/metabench.c\`, $NFILES empty files in one directory;"
+    echo "  phases create (open O_CREAT|O_EXCL + close), stat, open-close, readdir"
+    echo "  (10 full listings; ops/s = entries/s, p99 = per listing), rename, unlink."
+    echo "  FUSE targets sleep ${SETTLE_MS} ms before each phase so the 1 s entry/attr"
+    echo "  caches (same lifetime in mergerfs and smoothfs) have expired: every op"
+    echo "  reaches the daemon."
+    echo "- $MPT_NOTE"
+    echo
+    echo "## Results"
+    echo
+    echo "$TABLE"
+    echo
+    echo "## Notes"
+    echo
+    printf '%s' "$PT_NOTE"
+  } > "$REPO/docs/benchmarks.md"
+  log "wrote docs/benchmarks.md"
+fi
