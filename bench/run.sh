@@ -76,6 +76,17 @@ CSV=$OUT/results.csv
 : > "$CSV"
 
 # ---------------------------------------------------------------- cleanup
+# A FUSE daemon may still hold its tier directories open for a moment after
+# its mount is gone, so a tier unmount can be briefly busy: retry.
+umount_retry() {
+  local _
+  for _ in $(seq 1 20); do
+    umount "$1" 2>/dev/null && return 0
+    mountpoint -q "$1" || return 0
+    sleep 0.5
+  done
+  umount "$1"
+}
 MOUNTS=()   # in mount order; unmounted in reverse
 LOOPS=()
 cleanup() {
@@ -84,8 +95,7 @@ cleanup() {
   for ((i = ${#MOUNTS[@]} - 1; i >= 0; i--)); do
     m=${MOUNTS[i]}
     mountpoint -q "$m" || continue
-    for _ in 1 2 3 4 5; do umount "$m" 2>/dev/null && break; sleep 1; done
-    mountpoint -q "$m" && { log "lazy-unmounting busy $m"; umount -l "$m"; }
+    umount_retry "$m" || { log "lazy-unmounting busy $m"; umount -l "$m"; }
   done
   for l in "${LOOPS[@]}"; do losetup -d "$l" 2>/dev/null; done
   rm -rf "$WORK"
@@ -123,6 +133,10 @@ else
   MERGERFS_PT=0
 fi
 
+# mergerfs defaults, except minfreespace: its default (4G) exceeds our 2 GiB
+# tiers and every create would fail with ENOSPC. 64M is close to smoothfs's
+# full_pct=98 on a 2 GiB tier.
+MERGERFS_OPTS=minfreespace=64M
 ALL_TARGETS="native mergerfs mergerfs-pt smoothfs-pt smoothfs-mediated"
 : "${TARGETS:=$ALL_TARGETS}"
 declare -A DIR PID
@@ -134,17 +148,17 @@ mount_targets() { # variant t0 t1
     mnt=$WORK/$v/mnt-$t
     case $t in
       native)
-        DIR[$t]=$t0/$t/w; mkdir -p "${DIR[$t]}"; PID[$t]=""; continue ;;
+        DIR[$t]=$t0/$t/w; mkdir -p "${DIR[$t]}"; PID[$t]=""; ACTIVE+=("$t"); continue ;;
       mergerfs)
         mkdir -p "$mnt" "$t0/$t/w"   # w only on tier 0: epmfs creates there
-        mergerfs "$t0/$t:$t1/$t" "$mnt" ;;
+        mergerfs -o "$MERGERFS_OPTS" "$t0/$t:$t1/$t" "$mnt" ;;
       mergerfs-pt)
         if [ "$MERGERFS_PT" != 1 ]; then
           log "skipping mergerfs-pt: $MERGERFS_VERSION has no passthrough.io"
           continue
         fi
         mkdir -p "$mnt" "$t0/$t/w"
-        if ! mergerfs -o cache.files=full,passthrough.io=rw "$t0/$t:$t1/$t" "$mnt"; then
+        if ! mergerfs -o "$MERGERFS_OPTS,cache.files=full,passthrough.io=rw" "$t0/$t:$t1/$t" "$mnt"; then
           log "mergerfs -o passthrough.io=rw failed to mount; skipping mergerfs-pt"
           continue
         fi ;;
@@ -173,7 +187,11 @@ run_fio() { # variant target round workload fio-args...
   local json=$OUT/raw/$v-$t-r$r-$wl.json c0 c1
   c0=$(cpu_ms "${PID[$t]}")
   if ! fio --name="$wl" --output-format=json --output="$json" "$@" >/dev/null 2>"$json.err"; then
-    log "fio $wl on $t failed:"; cat "$json.err" >&2; return 1
+    local msg
+    msg=$(grep -m1 -E 'error|err=' "$json.err" | sed 's/^fio: //' | cut -c1-200)
+    log "fio $wl on $t FAILED: $msg"
+    FAILURES+=("$v $t $wl: ${msg:-fio exited non-zero}")
+    return 0
   fi
   c1=$(cpu_ms "${PID[$t]}")
   python3 "$REPO/bench/report.py" fio "$json" "$v" "$wl" "$t" "$r" "$((${c1%.*} - ${c0%.*}))" >> "$CSV"
@@ -204,6 +222,7 @@ run_block() { # variant target round
 
 # ---------------------------------------------------------------- main
 SLOGS=()
+FAILURES=()
 T_START=$(date +%s)
 for v in $VARIANTS; do
   base=$WORK/$v
@@ -238,7 +257,7 @@ for v in $VARIANTS; do
   done
   # Unmount this variant's stack now so the next one has the machine alone.
   for ((i = ${#MOUNTS[@]} - 1; i >= 0; i--)); do
-    case ${MOUNTS[i]} in "$base"/*) umount "${MOUNTS[i]}" ;; esac
+    case ${MOUNTS[i]} in "$base"/*) umount_retry "${MOUNTS[i]}" ;; esac
   done
   for s in "${SLOGS[@]}"; do [ -f "$s" ] && cp "$s" "$OUT/$(basename "$s")"; done
 done
@@ -252,6 +271,9 @@ for s in "${SLOGS[@]}"; do
   if grep -qiE 'passthrough unavailable|does not offer FUSE passthrough' "$f"; then
     PT_NOTE+="- WARNING: $(basename "$f"): $(grep -iE 'passthrough unavailable|does not offer FUSE passthrough' "$f" | head -1 | sed 's/\x1b\[[0-9;]*m//g')"$'\n'
   fi
+done
+for f in "${FAILURES[@]}"; do
+  PT_NOTE+="- FAILED (no value recorded, counted once per round): $f"$'\n'
 done
 [ -z "$PT_NOTE" ] && PT_NOTE="- no 'passthrough unavailable' in the smoothfs daemon logs."$'\n'
 if [ "$MERGERFS_PT" = 1 ]; then
@@ -304,6 +326,8 @@ if [ "$WRITE_DOCS" = 1 ]; then
     echo "  FUSE targets sleep ${SETTLE_MS} ms before each phase so the 1 s entry/attr"
     echo "  caches (same lifetime in mergerfs and smoothfs) have expired: every op"
     echo "  reaches the daemon."
+    echo "- mergerfs: defaults except \`-o $MERGERFS_OPTS\` (its 4G default exceeds the"
+    echo "  2 GiB tiers: every create would fail with ENOSPC)."
     echo "- $MPT_NOTE"
     echo
     echo "## Results"
