@@ -256,7 +256,21 @@ pub fn run(opts: MountOptions, ready: impl FnOnce()) -> Result<()> {
     info!("mounted pool '{pool_name}' with {n_tiers} tier(s)");
     spawn_signal_thread(mountpoint.clone());
     ready();
-    let result = session.run();
+    let result = match session.run() {
+        // With several worker threads, the ones still reading /dev/fuse when
+        // the kernel tears the connection down (umount) see ENODEV or
+        // ECONNABORTED: that is a normal end of the session.
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENODEV) | Some(libc::ECONNABORTED)
+            ) =>
+        {
+            info!("FUSE connection closed by the kernel ({e})");
+            Ok(())
+        }
+        other => other,
+    };
     // No control thread may outlive the session holding the namespace.
     server.shutdown();
     // If the loop ended for any reason other than an unmount, don't leave a dead mount behind.
