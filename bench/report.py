@@ -14,16 +14,6 @@ import json
 import statistics
 import sys
 
-# metric -> True when higher is better
-HIGHER_BETTER = {
-    "MiB/s": True,
-    "IOPS": True,
-    "ops/s": True,
-    "p99 us": False,
-    "cpu ms": False,
-    "daemon cpu ms": False,
-}
-
 
 def emit(rows):
     w = csv.writer(sys.stdout)
@@ -44,7 +34,11 @@ def cmd_fio(path, tier, workload, target, rnd, daemon_cpu_ms):
     rows = []
     if workload.startswith("rand"):
         rows.append((tier, workload, "IOPS", target, rnd, f"{d['iops']:.1f}"))
-        p99 = d["clat_ns"].get("percentile", {}).get("99.000000")
+        # Total latency (submission + completion): with a synchronous
+        # io_submit (FUSE without async DIO) clat alone is near zero.
+        p99 = d["lat_ns"].get("percentile", {}).get("99.000000")
+        if p99 is None:
+            p99 = d["clat_ns"].get("percentile", {}).get("99.000000")
         if p99 is not None:
             rows.append((tier, workload, "p99 us", target, rnd, f"{p99 / 1000:.1f}"))
     else:
@@ -93,6 +87,18 @@ def cmd_table(path, targets):
             data[key].setdefault(target, []).append(float(value))
     if not targets:
         targets = sorted({t for d in data.values() for t in d})
+
+    def sort_key(key):
+        tier, wl, metric = key
+        tiers = ["ext4", "tmpfs"]
+        wls = ["seq-read", "seq-read-direct", "seq-write", "seq-write-direct",
+               "rand-read-4k-qd1", "rand-read-4k-qd32", "meta-create", "meta-stat",
+               "meta-open-close", "meta-readdir", "meta-rename", "meta-unlink"]
+        metrics = ["MiB/s", "IOPS", "ops/s", "p99 us", "cpu ms", "daemon cpu ms"]
+        idx = lambda lst, x: lst.index(x) if x in lst else len(lst)
+        return (idx(tiers, tier), tier, idx(wls, wl), wl, idx(metrics, metric))
+
+    order.sort(key=sort_key)
 
     med = {}
     lines = [

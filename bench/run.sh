@@ -40,7 +40,7 @@ done
 if [ "$MODE" = quick ]; then
   : "${ROUNDS:=3}" "${TMPFS_ROUNDS:=3}" "${SIZE:=256M}" "${RUNTIME:=3}" "${NFILES:=2000}"
 else
-  : "${ROUNDS:=5}" "${TMPFS_ROUNDS:=3}" "${SIZE:=1G}" "${RUNTIME:=4}" "${NFILES:=10000}"
+  : "${ROUNDS:=5}" "${TMPFS_ROUNDS:=3}" "${SIZE:=1G}" "${RUNTIME:=3}" "${NFILES:=10000}"
 fi
 : "${VARIANTS:=ext4 tmpfs}" "${WRITE_DOCS:=1}"
 SETTLE_MS=1100   # > the 1 s FUSE entry/attr lifetime of both mergerfs and smoothfs
@@ -203,7 +203,7 @@ run_block() { # variant target round
   f=${DIR[$t]}/seq.dat
   local seq=(--filename="$f" --bs=1M --size="$SIZE" --ioengine=psync --runtime=120)
   local rnd=(--filename="$f" --bs=4k --size="$SIZE" --rw=randread --direct=1 --ioengine=libaio
-             --time_based --runtime="$RUNTIME" --norandommap --randrepeat=0)
+             --time_based --runtime="$RUNTIME" --norandommap --randrepeat=0 --lat_percentiles=1)
   rm -f "$f"
   dropc; run_fio "$v" "$t" "$r" seq-write-direct "${seq[@]}" --rw=write --direct=1 --end_fsync=1
   rm -f "$f"
@@ -272,9 +272,11 @@ for s in "${SLOGS[@]}"; do
     PT_NOTE+="- WARNING: $(basename "$f"): $(grep -iE 'passthrough unavailable|does not offer FUSE passthrough' "$f" | head -1 | sed 's/\x1b\[[0-9;]*m//g')"$'\n'
   fi
 done
-for f in "${FAILURES[@]}"; do
-  PT_NOTE+="- FAILED (no value recorded, counted once per round): $f"$'\n'
-done
+if [ ${#FAILURES[@]} -gt 0 ]; then
+  while read -r cnt f; do
+    PT_NOTE+="- FAILED in $cnt round(s), no value recorded: $f"$'\n'
+  done < <(printf '%s\n' "${FAILURES[@]}" | sed "s#$WORK#<work>#g" | sort | uniq -c)
+fi
 [ -z "$PT_NOTE" ] && PT_NOTE="- no 'passthrough unavailable' in the smoothfs daemon logs."$'\n'
 if [ "$MERGERFS_PT" = 1 ]; then
   MPT_NOTE="mergerfs-pt: mounted with \`-o cache.files=full,passthrough.io=rw\`."

@@ -49,6 +49,7 @@ fn check_tier_lifecycle(fs_type: &str) {
         root.display()
     );
     assert!(!dir.exists(), "{} not removed", dir.display());
+    // LoopTier's drop waits for the deferred detach to finish.
     let still = String::from_utf8_lossy(&cmd("losetup", &["-a"]).stdout).into_owned();
     assert!(
         !still.contains(&*image.to_string_lossy()),

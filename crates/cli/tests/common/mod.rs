@@ -399,6 +399,16 @@ impl Drop for LoopTier {
                 );
             }
         }
+        // Detach is deferred while anything (udev's blkid, a lazily
+        // unmounted filesystem) still holds the device; wait briefly so
+        // devices do not pile up across tests.
+        if let Some(name) = self.dev.strip_prefix("/dev/") {
+            let backing = PathBuf::from(format!("/sys/block/{name}/loop/backing_file"));
+            let deadline = Instant::now() + EXIT_TIMEOUT;
+            while backing.exists() && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
         // `dir` (image + mountpoint) is removed when the TempDir drops.
     }
 }
@@ -411,6 +421,14 @@ pub fn statvfs(path: &Path) -> io::Result<libc::statvfs> {
         return Err(io::Error::last_os_error());
     }
     Ok(st)
+}
+
+/// syncfs(2) of the filesystem holding `path`.
+pub fn syncfs(path: &Path) {
+    let dir = File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+        panic!("syncfs {}: {}", path.display(), io::Error::last_os_error());
+    }
 }
 
 /// Used percentage as smoothfs's near-full test sees it (S5.1):
@@ -430,6 +448,10 @@ pub fn fill_to_pct(tier: &Path, pct: u64) {
         "fill_to_pct: pct {pct} out of range"
     );
     for n in 0..64 {
+        // Settle delayed allocation first, so the numbers do not shrink
+        // after the fill (xfs trims speculative preallocation later too;
+        // callers that need a margin ask for a higher pct).
+        syncfs(tier);
         let s = statvfs(tier).expect("statvfs tier");
         let (blocks, bavail, bfree, frsize) = (s.f_blocks, s.f_bavail, s.f_bfree, s.f_frsize);
         if (blocks - bavail) * 100 >= blocks * pct {
@@ -1130,10 +1152,18 @@ impl TwoTierPool {
         self.tiers()[holders[0]].join(rel)
     }
 
-    /// Fills tier 0 to 98 % (the default `full_pct`) on the lower and waits
-    /// out the daemon's statfs snapshot, so new creates spill to tier 1.
+    /// Fills tier 0 past 98 % (the default `full_pct`) on the lower and
+    /// waits out the daemon's statfs snapshot, so new creates spill to
+    /// tier 1. The fill aims at 99 %: space the lower frees later (xfs
+    /// trimming speculative preallocation of files written just before)
+    /// must not bring it back under the threshold.
     pub fn fill_tier0(&self) {
-        fill_to_pct(self.t0.path(), 98);
+        fill_to_pct(self.t0.path(), 99);
         wait_statfs_refresh();
+        let used = used_pct(self.t0.path());
+        assert!(
+            used >= 98.0,
+            "tier 0 fell back to {used:.2}% used after the fill"
+        );
     }
 }
