@@ -89,6 +89,8 @@ umount_retry() {
 }
 MOUNTS=()   # in mount order; unmounted in reverse
 LOOPS=()
+UUIDS=()
+SLOGS=()
 cleanup() {
   local rc=$? i m
   set +e
@@ -99,6 +101,10 @@ cleanup() {
   done
   for l in "${LOOPS[@]}"; do losetup -d "$l" 2>/dev/null; done
   rm -rf "$WORK"
+  # The daemons leave their lock file and log in /run/smoothfs; logs were
+  # copied to $OUT.
+  for u in "${UUIDS[@]}"; do rm -f "/run/smoothfs/$u.lock" "/run/smoothfs/$u.json"; done
+  for s in "${SLOGS[@]}"; do rm -f "$s"; done
   [ $rc -ne 0 ] && log "exited with status $rc; partial results in $OUT"
   exit $rc
 }
@@ -167,7 +173,10 @@ mount_targets() { # variant t0 t1
         [ $t = smoothfs-mediated ] && pt=off
         mkdir -p "$mnt"
         local slog=/run/smoothfs/$(echo "$mnt" | tr / _).log
-        if ! "$BIN" mount -o "pool=bench-$v-$t,uuid=$(cat /proc/sys/kernel/random/uuid),tiers=$t0/$t:$t1/$t,passthrough=$pt" none "$mnt"; then
+        local uuid
+        uuid=$(cat /proc/sys/kernel/random/uuid)
+        UUIDS+=("$uuid")
+        if ! "$BIN" mount -o "pool=bench-$v-$t,uuid=$uuid,tiers=$t0/$t:$t1/$t,passthrough=$pt" none "$mnt"; then
           log "smoothfs mount ($t) failed; daemon log $slog:"
           tail -20 "$slog" >&2 || true
           continue
@@ -221,7 +230,6 @@ run_block() { # variant target round
 }
 
 # ---------------------------------------------------------------- main
-SLOGS=()
 FAILURES=()
 T_START=$(date +%s)
 for v in $VARIANTS; do
@@ -265,10 +273,12 @@ ELAPSED=$(( $(date +%s) - T_START ))
 
 # ---------------------------------------------------------------- report
 PT_NOTE=""
+PT_WARN=0
 for s in "${SLOGS[@]}"; do
   f=$OUT/$(basename "$s")
   [ -f "$f" ] || continue
   if grep -qiE 'passthrough unavailable|does not offer FUSE passthrough' "$f"; then
+    PT_WARN=1
     PT_NOTE+="- WARNING: $(basename "$f"): $(grep -iE 'passthrough unavailable|does not offer FUSE passthrough' "$f" | head -1 | sed 's/\x1b\[[0-9;]*m//g')"$'\n'
   fi
 done
@@ -277,7 +287,7 @@ if [ ${#FAILURES[@]} -gt 0 ]; then
     PT_NOTE+="- FAILED in $cnt round(s), no value recorded: $f"$'\n'
   done < <(printf '%s\n' "${FAILURES[@]}" | sed "s#$WORK#<work>#g" | sort | uniq -c)
 fi
-[ -z "$PT_NOTE" ] && PT_NOTE="- no 'passthrough unavailable' in the smoothfs daemon logs."$'\n'
+[ "$PT_WARN" = 0 ] && PT_NOTE="- no 'passthrough unavailable' in the smoothfs daemon logs."$'\n'"$PT_NOTE"
 if [ "$MERGERFS_PT" = 1 ]; then
   MPT_NOTE="mergerfs-pt: mounted with \`-o cache.files=full,passthrough.io=rw\`."
 else
@@ -294,6 +304,12 @@ echo "$MPT_NOTE"
 log "benchmark took ${ELAPSED}s; results in $OUT"
 
 if [ "$WRITE_DOCS" = 1 ]; then
+  # Hand-written analysis below this marker survives re-runs.
+  MARK='<!-- analysis: everything below is hand-written and kept by bench/run.sh -->'
+  KEEP=""
+  if [ -f "$REPO/docs/benchmarks.md" ] && grep -qF -- "$MARK" "$REPO/docs/benchmarks.md"; then
+    KEEP=$(awk -v m="$MARK" '$0 == m {k = 1} k' "$REPO/docs/benchmarks.md")
+  fi
   CMD="bench/run.sh${*:+ $*}"
   {
     echo "# Benchmarks"
@@ -339,6 +355,7 @@ if [ "$WRITE_DOCS" = 1 ]; then
     echo "## Notes"
     echo
     printf '%s' "$PT_NOTE"
+    if [ -n "$KEEP" ]; then echo; echo "$KEEP"; fi
   } > "$REPO/docs/benchmarks.md"
   log "wrote docs/benchmarks.md"
 fi
