@@ -32,10 +32,10 @@ use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketAddrUnix, SocketFlags, SocketType};
 use smoothfs_uapi::codec::{Header, MessageBuilder, Request, decode_request, encode_error_reply};
 use smoothfs_uapi::error::WireError;
-use smoothfs_uapi::event::{Event, MountReady, Spill, StatusItem, TierInfo, fsid_for};
+use smoothfs_uapi::event::{Event, MountReady, ObjectEntry, Spill, StatusItem, TierInfo, fsid_for};
 use smoothfs_uapi::ids::{
-    Attr, Command, EVENT_MASK_ALL, EventId, MAX_MESSAGE_LEN, MovementState, PROTOCOL_VERSION,
-    PinState, TierCaps, TierState,
+    Attr, Command, EVENT_MASK_ALL, EventId, MAX_MESSAGE_LEN, MovementState, ObjectKind,
+    PROTOCOL_VERSION, PinState, PolicyPin, TierCaps, TierState,
 };
 use tracing::{debug, info, warn};
 use uuid::Uuid;
@@ -155,9 +155,11 @@ impl EventHub {
     }
 
     /// Queue `ev` for every subscriber whose mask selects it; a full queue
-    /// drops it and marks LOSS on the next delivered event.
-    pub fn publish(&self, ev: &Event) {
+    /// drops it and marks LOSS on the next delivered event. Returns how many
+    /// subscribers took it.
+    pub fn publish(&self, ev: &Event) -> usize {
         let bit = EventId::from_number(ev.id()).map_or(0, EventId::mask_bit);
+        let mut taken = 0;
         for s in self.subscribers.lock().iter() {
             if s.mask & bit == 0 {
                 continue;
@@ -171,12 +173,40 @@ impl EventHub {
             q.events.push_back(ev.clone());
             drop(q);
             s.cv.notify_one();
+            taken += 1;
         }
+        taken
+    }
+
+    /// A heat event: queued only where it fits, never marking LOSS, so
+    /// undelivered deltas stay in the counters (S6.3 item 3). Returns how
+    /// many subscribers took it.
+    pub fn publish_heat(&self, ev: &Event) -> usize {
+        let bit = EventId::HeatSample.mask_bit();
+        let mut taken = 0;
+        for s in self.subscribers.lock().iter() {
+            if s.mask & bit == 0 {
+                continue;
+            }
+            let mut q = s.queue.lock();
+            if q.events.len() >= EVENT_QUEUE_LEN {
+                continue;
+            }
+            q.events.push_back(ev.clone());
+            drop(q);
+            s.cv.notify_one();
+            taken += 1;
+        }
+        taken
+    }
+
+    pub fn pool_uuid(&self) -> Uuid {
+        self.pool_uuid
     }
 
     /// The SPILL event for a released spilled create (S5.2).
     pub fn spill(&self, rec: &SpillRecord) {
-        self.publish(&Event::Spill(Spill {
+        let _ = self.publish(&Event::Spill(Spill {
             pool_uuid: self.pool_uuid,
             any_spill_since_mount: true,
             oid: rec.oid.0,
@@ -204,6 +234,8 @@ pub struct PoolInfo {
     pub heat_interval_ms: u32,
     pub write_staging: bool,
     pub mediated_comm: Vec<String>,
+    /// Where the pool is mounted (lease breaks open files through it).
+    pub mountpoint: Option<PathBuf>,
 }
 
 /// What a request turns into.
@@ -233,6 +265,10 @@ pub struct Control {
     /// TIER_CAPS by rank; REPROBE refreshes them.
     caps: Mutex<Vec<u32>>,
     mounted_at: Instant,
+    /// (last_reconcile_reason, last_reconcile_at in unix seconds).
+    reconciled: Mutex<(String, u64)>,
+    /// Runs a heat drain now (RECONCILE, S15.2).
+    pub heat_drain: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl Control {
@@ -244,6 +280,8 @@ impl Control {
             hub,
             caps: Mutex::new(caps),
             mounted_at: Instant::now(),
+            reconciled: Mutex::new((String::new(), 0)),
+            heat_drain: std::sync::OnceLock::new(),
         })
     }
 
@@ -325,19 +363,22 @@ impl Control {
                 libc::ENOSYS,
                 "DIRTY_RANGES is reserved and not implemented",
             )),
-            Command::MovePlan
-            | Command::TierDown
-            | Command::Reconcile
-            | Command::Quiesce
-            | Command::MoveCutover
-            | Command::RevokeMappings
-            | Command::ListObjects
-            | Command::MoveAbort
-            | Command::MoveCleanup
-            | Command::PinSet
-            | Command::TierResume
-            | Command::PruneDirs
-            | Command::Scrub => Err(WireError::new(libc::ENOSYS, NOT_YET)),
+            Command::MovePlan => self.move_plan(req),
+            Command::MoveCutover => self.move_cutover(req),
+            Command::MoveAbort => self.move_abort(req),
+            Command::MoveCleanup => self.move_cleanup(req),
+            Command::RevokeMappings => self.revoke_mappings(req),
+            Command::Quiesce => {
+                self.ns.quiesce().map_err(fs_err)?;
+                info!("pool quiesced");
+                Ok(req.reply())
+            }
+            Command::Reconcile => self.reconcile(req),
+            Command::PinSet => self.pin_set(req),
+            Command::ListObjects => self.list_objects(req),
+            Command::TierDown | Command::TierResume | Command::PruneDirs | Command::Scrub => {
+                Err(WireError::new(libc::ENOSYS, NOT_YET))
+            }
         }
     }
 
@@ -499,6 +540,41 @@ impl Control {
             "write_staging_full_pct",
             ns.full_pct.load(Ordering::Relaxed).to_string(),
         ));
+        // movement
+        let mv = &ns.moves;
+        v.push((
+            "quiesced",
+            u8::from(mv.quiesced.load(Ordering::Relaxed)).to_string(),
+        ));
+        v.push(("moves_planned_total", ld(&mv.moves_planned_total)));
+        v.push(("moves_in_flight", ns.live.moving().to_string()));
+        v.push(("cutovers_total", ld(&mv.cutovers_total)));
+        v.push(("cutover_failures_total", ld(&mv.cutover_failures_total)));
+        v.push(("cutovers_in_flight", ld(&mv.cutovers_in_flight)));
+        v.push((
+            "cutover_drain_wait_ns_max",
+            ld(&mv.cutover_drain_wait_ns_max),
+        ));
+        v.push(("cutover_ns_last", ld(&mv.cutover_ns_last)));
+        v.push(("aborts_total", ld(&mv.aborts_total)));
+        v.push(("cleanups_total", ld(&mv.cleanups_total)));
+        v.push(("cleanup_failures_total", ld(&mv.cleanup_failures_total)));
+        v.push(("auto_cleanups_total", ld(&mv.auto_cleanups_total)));
+        v.push(("lease_breaks_total", ld(&mv.lease_breaks_total)));
+        v.push(("reissues_total", ld(&mv.reissues_total)));
+        v.push(("reissue_failures_total", ld(&mv.reissue_failures_total)));
+        v.push(("quarantined_total", ld(&mv.quarantined_total)));
+        v.push(("cutover_drain_timeout_ms", ld(&mv.cutover_drain_timeout_ms)));
+        v.push(("cleanup_grace_s", ld(&mv.cleanup_grace_s)));
+        let totals = ns.live.totals();
+        v.push(("open_passthrough_handles", totals.passthrough.to_string()));
+        v.push(("open_mediated_handles", totals.mediated.to_string()));
+        v.push(("objects_live", ns.live.len().to_string()));
+        {
+            let r = self.reconciled.lock();
+            v.push(("last_reconcile_reason", r.0.clone()));
+            v.push(("last_reconcile_at", r.1.to_string()));
+        }
         // Subsystems that are not built yet: their counters are truly zero.
         for name in NOT_BUILT_ZERO {
             v.push((name, "0".to_string()));
@@ -547,6 +623,21 @@ impl Control {
                 self.ns.full_pct.store(pct, Ordering::Relaxed);
                 info!("write_staging_full_pct set to {pct}");
                 pct.to_string()
+            }
+            "cutover_drain_timeout_ms" | "cleanup_grace_s" | "quiesce_timeout_ms" => {
+                let v = parse_decimal(value)
+                    .filter(|v| (1..=86_400_000).contains(v))
+                    .ok_or_else(|| {
+                        WireError::invalid(format!("{name}: '{value}' is not a positive integer"))
+                    })?;
+                let slot = match name {
+                    "cutover_drain_timeout_ms" => &self.ns.moves.cutover_drain_timeout_ms,
+                    "cleanup_grace_s" => &self.ns.moves.cleanup_grace_s,
+                    _ => &self.ns.moves.quiesce_timeout_ms,
+                };
+                slot.store(v, Ordering::Relaxed);
+                info!("{name} set to {v}");
+                v.to_string()
             }
             n if RW_NOT_BUILT.contains(&n) => {
                 return Err(WireError::new(
@@ -614,9 +705,9 @@ impl Control {
             .put_u8(Attr::PinState, view.pin_state.number())
             .put_u8(Attr::PolicyPin, view.policy_pin)
             .put_bool(Attr::Mediated, view.mediated)
-            .put_u32(Attr::Generation, 0)
+            .put_u32(Attr::Generation, view.generation)
             .put_u64(Attr::TransactionSeq, view.transaction_seq)
-            .put_u64(Attr::WriteSeq, 0)
+            .put_u64(Attr::WriteSeq, view.write_seq)
             .put_u8(Attr::RangeStaged, 0)
             .put_str_bytes(Attr::RelPath, &view.rel_path)
             .put_path(Attr::TierPath, &tier_path)
@@ -624,8 +715,8 @@ impl Control {
             .put_u64(Attr::SizeBytes, view.size)
             .put_u64(Attr::MtimeNs, view.mtime_ns)
             .put_u32(Attr::Nlink, view.nlink)
-            .put_u32(Attr::PassthroughHandles, 0)
-            .put_u32(Attr::MediatedHandles, 0);
+            .put_u32(Attr::PassthroughHandles, view.passthrough_handles)
+            .put_u32(Attr::MediatedHandles, view.mediated_handles);
         Ok(m)
     }
 
@@ -648,13 +739,27 @@ impl Control {
             (None, Some(n)) => n.rel_path.as_bytes().to_vec(),
             (None, None) => Vec::new(),
         };
-        let movement = rec.map_or(state::PLACED, |r| r.movement_state);
+        // The live table holds the movement in flight (S9.2); the index
+        // agrees with it but the live state is the one gates act on.
+        let live = ns.live.get(oid.ino()).filter(|l| l.oid == *oid);
+        let lmv = live.as_ref().map(|l| l.mv.lock().clone());
+        let movement = match &lmv {
+            Some(m) => m.state,
+            None => rec.map_or(state::PLACED, |r| r.movement_state),
+        };
         let in_plan = movement != state::PLACED;
-        let intended = rec
-            .filter(|_| in_plan)
-            .filter(|r| r.intended_slot != NO_SLOT)
-            .and_then(|r| rank_of_slot(r.intended_slot))
-            .unwrap_or(current);
+        let intended = match &lmv {
+            Some(m) if in_plan => m.intended,
+            _ => rec
+                .filter(|_| in_plan)
+                .filter(|r| r.intended_slot != NO_SLOT)
+                .and_then(|r| rank_of_slot(r.intended_slot))
+                .unwrap_or(current),
+        };
+        let counts = live.as_ref().map(|l| l.counts()).unwrap_or_default();
+        let lease = live
+            .as_ref()
+            .is_some_and(|l| l.lease.load(Ordering::Relaxed));
         // Attributes: fresh from an active tier, else cached, else snapshot.
         let active = ns.metadata_mask.load(Ordering::Relaxed) & (1u64 << current) != 0;
         let mut st: Option<libc::stat> = None;
@@ -691,7 +796,11 @@ impl Control {
             (None, None) => (0, 0, 0, 1),
         };
         let policy_pin = rec.map_or(0, |r| r.policy_pin);
-        let protocol_pin = rec.map_or(0, |r| r.protocol_pin);
+        let protocol_pin = if lease {
+            4
+        } else {
+            rec.map_or(0, |r| r.protocol_pin)
+        };
         // S8.1/2: protocol pin, else pin_hardlink when nlink > 1, else policy.
         let pin_state = if protocol_pin != 0 {
             PinState::from_wire(protocol_pin)
@@ -701,6 +810,14 @@ impl Control {
             PinState::from_wire(policy_pin)
         };
         View {
+            generation: live
+                .as_ref()
+                .map_or(0, |l| l.cutover_gen.load(Ordering::Relaxed)),
+            write_seq: live
+                .as_ref()
+                .map_or_else(|| ns.live.floor(), |l| l.write_seq.load(Ordering::Relaxed)),
+            passthrough_handles: counts.passthrough,
+            mediated_handles: counts.mediated,
             kind,
             object_gen: rec
                 .map(|r| r.r#gen)
@@ -712,10 +829,10 @@ impl Control {
             pin_state,
             policy_pin,
             mediated: rec.is_some_and(|r| r.always_mediated),
-            transaction_seq: if in_plan {
-                rec.map_or(0, |r| r.transaction_seq)
-            } else {
-                0
+            transaction_seq: match &lmv {
+                Some(m) if in_plan => m.seq,
+                _ if in_plan => rec.map_or(0, |r| r.transaction_seq),
+                _ => 0,
             },
             rel_path,
             size,
@@ -723,6 +840,220 @@ impl Control {
             uid,
             nlink,
         }
+    }
+
+    // ---- movement (S9, S11, S12, S13.3, S15) ------------------------------
+
+    fn move_plan(&self, req: &Request<'_>) -> Reply {
+        let oid = Oid(req.attrs.require_id16(Attr::ObjectId)?);
+        let dest = req.attrs.require_u8(Attr::IntendedTier)?;
+        let seq = req.attrs.require_u64(Attr::TransactionSeq)?;
+        let force = req.attrs.get_bool(Attr::Force)?.unwrap_or(false);
+        let _hg = req.attrs.get_bool(Attr::HardlinkGroup)?.unwrap_or(false);
+        let r = self.ns.move_plan(&oid, dest, seq, force).map_err(fs_err)?;
+        let mut m = req.reply();
+        m.put_path(Attr::StagingPath, &r.staging_path)
+            .put_path(Attr::LowerPath, &r.lower_path)
+            .put_u8(Attr::MovementState, r.state);
+        Ok(m)
+    }
+
+    fn move_cutover(&self, req: &Request<'_>) -> Reply {
+        let oid = Oid(req.attrs.require_id16(Attr::ObjectId)?);
+        let seq = req.attrs.require_u64(Attr::TransactionSeq)?;
+        let ws = req.attrs.get_u64(Attr::WriteSeq)?;
+        let r = self.ns.move_cutover(&oid, seq, ws).map_err(fs_err)?;
+        if r.break_lease {
+            self.break_lease(&r.rel_path);
+        }
+        let mut m = req.reply();
+        m.put_u32(Attr::Generation, r.generation)
+            .put_u8(Attr::CurrentTier, r.current_tier)
+            .put_path(Attr::LowerPath, &r.lower_path);
+        Ok(m)
+    }
+
+    /// S8.5 item 2: open the file through the mount for writing with
+    /// O_NONBLOCK, which breaks every kernel lease, and close it.
+    fn break_lease(&self, rel: &OsStr) {
+        let Some(mnt) = self.info.mountpoint.clone() else {
+            return;
+        };
+        let path = mnt.join(rel);
+        let ns = Arc::clone(&self.ns);
+        let spawned = std::thread::Builder::new()
+            .name("smoothfs-lease-break".into())
+            .spawn(move || {
+                use std::os::unix::fs::OpenOptionsExt;
+                match std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_NONBLOCK)
+                    .open(&path)
+                {
+                    Ok(_) => {}
+                    // EWOULDBLOCK is the lease holder being notified.
+                    Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => {}
+                    Err(e) => warn!("lease break on {}: {e}", path.display()),
+                }
+                ns.moves.lease_breaks_total.fetch_add(1, Ordering::Relaxed);
+            });
+        if let Err(e) = spawned {
+            warn!("lease break thread: {e}");
+        }
+    }
+
+    fn move_abort(&self, req: &Request<'_>) -> Reply {
+        let oid = Oid(req.attrs.require_id16(Attr::ObjectId)?);
+        let seq = req.attrs.require_u64(Attr::TransactionSeq)?;
+        let reason = req.attrs.get_str(Attr::FailureReason)?.unwrap_or("");
+        let st = self.ns.move_abort(&oid, seq, reason).map_err(fs_err)?;
+        let mut m = req.reply();
+        m.put_u8(Attr::MovementState, st);
+        Ok(m)
+    }
+
+    fn move_cleanup(&self, req: &Request<'_>) -> Reply {
+        let oid = Oid(req.attrs.require_id16(Attr::ObjectId)?);
+        let seq = req.attrs.require_u64(Attr::TransactionSeq)?;
+        let (st, errno) = self.ns.move_cleanup(&oid, seq).map_err(fs_err)?;
+        let mut m = req.reply();
+        m.put_u8(Attr::MovementState, st)
+            .put_u32(Attr::CleanupErrno, u32::try_from(errno).unwrap_or(0));
+        Ok(m)
+    }
+
+    fn revoke_mappings(&self, req: &Request<'_>) -> Reply {
+        let oid = Oid(req.attrs.require_id16(Attr::ObjectId)?);
+        let n = self.ns.revoke_mappings(&oid).map_err(fs_err)?;
+        let mut m = req.reply();
+        m.put_u32(Attr::PassthroughHandles, n);
+        Ok(m)
+    }
+
+    fn reconcile(&self, req: &Request<'_>) -> Reply {
+        let reason = req.attrs.get_str(Attr::ReconcileReason)?.unwrap_or("");
+        self.ns.reconcile();
+        {
+            let mut r = self.reconciled.lock();
+            r.0 = reason.to_string();
+            r.1 = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+        }
+        if let Some(drain) = self.heat_drain.get() {
+            drain();
+        }
+        info!("reconcile: {reason}");
+        Ok(req.reply())
+    }
+
+    fn pin_set(&self, req: &Request<'_>) -> Reply {
+        let oid = Oid(req.attrs.require_id16(Attr::ObjectId)?);
+        let policy = req.attrs.get_u8(Attr::PolicyPin)?;
+        let protocol = req.attrs.get_u8(Attr::PinState)?;
+        let mediated = req.attrs.get_bool(Attr::Mediated)?;
+        if policy.is_none() && protocol.is_none() && mediated.is_none() {
+            return Err(WireError::invalid(
+                "PIN_SET needs POLICY_PIN, PIN_STATE or MEDIATED",
+            ));
+        }
+        let p = self
+            .ns
+            .pin_set(&oid, policy, protocol, mediated)
+            .map_err(fs_err)?;
+        let mut m = req.reply();
+        m.put_u8(Attr::PinState, p.effective)
+            .put_u8(Attr::PolicyPin, p.policy)
+            .put_bool(Attr::Mediated, p.mediated);
+        Ok(m)
+    }
+
+    // ---- LIST_OBJECTS (S7.4) ----------------------------------------------
+
+    /// Pages through the identity index in OID order. SINCE_SEQ is accepted
+    /// and every object is listed (a superset of "changed since"; the index
+    /// keeps no per-object seq). A page also ends early when the OBJECTS
+    /// list would outgrow one attribute (16-bit length).
+    fn list_objects(&self, req: &Request<'_>) -> Reply {
+        const PAGE_BYTES: usize = 60_000;
+        let cursor =
+            match req.attrs.get_bytes(Attr::Cursor) {
+                None => None,
+                Some(b) => Some(<[u8; 16]>::try_from(b).map_err(|_| {
+                    WireError::invalid("CURSOR is not one returned by LIST_OBJECTS")
+                })?),
+            };
+        let limit = req.attrs.get_u32(Attr::Limit)?.unwrap_or(1000);
+        if !(1..=10_000).contains(&limit) {
+            return Err(WireError::invalid(format!(
+                "LIMIT {limit} is not in 1..=10000"
+            )));
+        }
+        let _since = req.attrs.get_u64(Attr::SinceSeq)?;
+        let tier = req.attrs.get_u8(Attr::TierRank)?;
+        let kind = req.attrs.get_u8(Attr::ObjectKind)?.unwrap_or(1);
+        let journal_seq = self.ns.placement.journal_seq();
+        let mut out: Vec<ObjectEntry> = Vec::new();
+        let mut bytes = 0usize;
+        let mut after = cursor;
+        let mut more = true;
+        'pages: while out.len() < limit as usize {
+            let page = self
+                .ns
+                .placement
+                .list_objects(after, 1024)
+                .map_err(fs_err)?;
+            if page.is_empty() {
+                more = false;
+                break;
+            }
+            for rec in page {
+                after = Some(rec.oid.0);
+                if rec.oid.is_root() || (kind != 0 && rec.kind != kind) {
+                    continue;
+                }
+                let rank = self.ns.tier_by_slot(rec.slot).map(|t| t.rank);
+                if tier.is_some() && rank != tier {
+                    continue;
+                }
+                let e = ObjectEntry {
+                    oid: rec.oid.0,
+                    kind: ObjectKind::from_number(rec.kind).unwrap_or(ObjectKind::Regular),
+                    current_tier: rank.unwrap_or(0),
+                    movement_state: MovementState::from_wire(rec.movement_state),
+                    pin_state: PinState::from_wire(if rec.protocol_pin != 0 {
+                        rec.protocol_pin
+                    } else if rec.kind == 1 && rec.nlink_names.len() > 1 {
+                        3
+                    } else {
+                        rec.policy_pin
+                    }),
+                    policy_pin: PolicyPin::from_wire(rec.policy_pin),
+                    mediated: rec.always_mediated,
+                    size_bytes: rec.attrs.size,
+                    mtime_ns: u64::try_from(rec.attrs.mtime_ns).unwrap_or(0),
+                    nlink: u32::try_from(rec.nlink_names.len().max(1)).unwrap_or(u32::MAX),
+                    object_gen: rec.r#gen,
+                    rel_path: PathBuf::from(&rec.rel_path),
+                };
+                bytes += 96 + rec.rel_path.len();
+                out.push(e);
+                if out.len() >= limit as usize || bytes >= PAGE_BYTES {
+                    break 'pages;
+                }
+            }
+        }
+        if more && out.len() < limit as usize && bytes < PAGE_BYTES {
+            more = false;
+        }
+        let mut m = req.reply();
+        m.put_list(Attr::Objects, &out, |w, e| e.encode(w))
+            .put_u64(Attr::JournalSeq, journal_seq);
+        if more && let Some(c) = after {
+            m.put_bytes(Attr::Cursor, &c);
+        }
+        Ok(m)
     }
 
     // ---- RESOLVE_PATH -----------------------------------------------------
@@ -799,6 +1130,10 @@ impl Control {
 }
 
 struct View {
+    generation: u32,
+    write_seq: u64,
+    passthrough_handles: u32,
+    mediated_handles: u32,
     kind: u8,
     object_gen: u32,
     current_tier: u8,
@@ -819,19 +1154,6 @@ struct View {
 const NOT_BUILT_ZERO: &[&str] = &[
     "spill_writes_total",
     "spill_writes_failed_all_tiers",
-    "reissues_total",
-    "reissue_failures_total",
-    "quiesced",
-    "moves_planned_total",
-    "cutovers_total",
-    "cutover_failures_total",
-    "cutovers_in_flight",
-    "aborts_total",
-    "cleanups_total",
-    "cleanup_failures_total",
-    "auto_cleanups_total",
-    "lease_breaks_total",
-    "last_reconcile_at",
     "heat_records_sent_total",
     "heat_records_deferred",
     "heat_estimated_bytes_total",
@@ -848,8 +1170,6 @@ const RW_NOT_BUILT: &[&str] = &[
     "passthrough_write_off_pct",
     "scrub_rate",
     "mediated_comm",
-    "cutover_drain_timeout_ms",
-    "cleanup_grace_s",
     "heat_interval_ms",
     "write_staging_enabled",
     "write_staging_drain_active_tier_mask",
@@ -1268,6 +1588,7 @@ mod tests {
             heat_interval_ms: 1000,
             write_staging: false,
             mediated_comm: Vec::new(),
+            mountpoint: None,
         };
         let ctl = Control::new(Arc::new(ns), info, EventHub::new(POOL));
         Fixture {
@@ -1378,6 +1699,9 @@ mod tests {
         let f = fixture(1);
         let m = with_pool(Command::MovePlan, 1, |_| {});
         assert_eq!(call(&f.ctl, &m, 1000).0, libc::EPERM as u32);
+        // Missing OBJECT_ID etc.
+        assert_eq!(call(&f.ctl, &m, 0).0, libc::EINVAL as u32);
+        let m = with_pool(Command::Scrub, 1, |_| {});
         let (e, _, b) = call(&f.ctl, &m, 0);
         assert_eq!(e, libc::ENOSYS as u32);
         assert_eq!(attrs(&b).require_str(Attr::ErrorMsg).unwrap(), NOT_YET);
@@ -1609,5 +1933,437 @@ mod tests {
         let other = hub.register(EventId::MoveState.mask_bit());
         hub.spill(&rec);
         assert!(other.take(Duration::ZERO).0.is_empty());
+    }
+
+    // ---- movement (S9, S11, S12, S8, S15) without a FUSE mount ------------
+
+    /// Create `rel` (parents included) through the namespace; returns its OID.
+    fn mkfile(f: &Fixture, rel: &str, data: &[u8]) -> Oid {
+        let ns = &f.ctl.ns;
+        let mut parent = ROOT_INO;
+        let comps: Vec<&str> = rel.split('/').collect();
+        for d in &comps[..comps.len() - 1] {
+            parent = match ns.lookup(parent, OsStr::new(d)) {
+                Ok(e) => e.ino,
+                Err(_) => {
+                    ns.mkdir(parent, OsStr::new(d), 0o755 | libc::S_IFDIR, 0, 0, 0)
+                        .unwrap()
+                        .ino
+                }
+            };
+        }
+        let (e, fd) = ns
+            .create(
+                parent,
+                OsStr::new(comps[comps.len() - 1]),
+                0o644 | libc::S_IFREG,
+                0,
+                libc::O_RDWR,
+                0,
+                0,
+            )
+            .unwrap();
+        sys::pwrite(fd.as_fd(), data, 0).unwrap();
+        ns.node(e.ino).unwrap().oid
+    }
+
+    fn plan(f: &Fixture, oid: &Oid, dest: u8, seq: u64, force: bool) -> (u32, Vec<u8>) {
+        let m = with_pool(Command::MovePlan, 3, |a| {
+            a.put_bytes(Attr::ObjectId, &oid.0)
+                .put_u8(Attr::IntendedTier, dest)
+                .put_u64(Attr::TransactionSeq, seq);
+            if force {
+                a.put_bool(Attr::Force, true);
+            }
+        });
+        let (e, _, b) = call(&f.ctl, &m, 0);
+        (e, b)
+    }
+
+    fn cutover(f: &Fixture, oid: &Oid, seq: u64, ws: Option<u64>) -> (u32, Vec<u8>) {
+        let m = with_pool(Command::MoveCutover, 4, |a| {
+            a.put_bytes(Attr::ObjectId, &oid.0)
+                .put_u64(Attr::TransactionSeq, seq);
+            if let Some(w) = ws {
+                a.put_u64(Attr::WriteSeq, w);
+            }
+        });
+        let (e, _, b) = call(&f.ctl, &m, 0);
+        (e, b)
+    }
+
+    fn simple(f: &Fixture, cmd: Command, oid: &Oid, seq: u64) -> (u32, Vec<u8>) {
+        let m = with_pool(cmd, 5, |a| {
+            a.put_bytes(Attr::ObjectId, &oid.0)
+                .put_u64(Attr::TransactionSeq, seq);
+        });
+        let (e, _, b) = call(&f.ctl, &m, 0);
+        (e, b)
+    }
+
+    fn inspect_of(f: &Fixture, oid: &Oid) -> Vec<u8> {
+        let m = with_pool(Command::Inspect, 6, |a| {
+            a.put_bytes(Attr::ObjectId, &oid.0);
+        });
+        let (e, _, b) = call(&f.ctl, &m, 0);
+        assert_eq!(e, 0);
+        b
+    }
+
+    /// What the worker does between MOVE_PLAN and MOVE_CUTOVER: copy the
+    /// bytes and every xattr (identity included) into the staging path.
+    fn stage_copy(src: &Path, staging: &Path) {
+        std::fs::copy(src, staging).unwrap();
+        let d = std::fs::File::open(src.parent().unwrap()).unwrap();
+        let name = src.file_name().unwrap();
+        let list = sys::llistxattr(d.as_fd(), name).unwrap();
+        let sd = std::fs::File::open(staging.parent().unwrap()).unwrap();
+        for x in list.split(|b| *b == 0).filter(|x| !x.is_empty()) {
+            let c = std::ffi::CString::new(x).unwrap();
+            let v = sys::lgetxattr(d.as_fd(), name, &c).unwrap();
+            sys::lsetxattr(sd.as_fd(), staging.file_name().unwrap(), &c, &v, 0).unwrap();
+        }
+    }
+
+    #[test]
+    fn s12_a1_plan_gates_return_their_errno_and_change_nothing() {
+        let f = fixture(2);
+        let oid = mkfile(&f, "g.txt", b"gate");
+        let unknown = Oid([0x42; 16]);
+        assert_eq!(
+            plan(&f, &oid, 2, 1, false).0,
+            libc::EINVAL as u32,
+            "tier out of range"
+        );
+        assert_eq!(plan(&f, &unknown, 1, 1, false).0, libc::ENOENT as u32);
+        assert_eq!(plan(&f, &oid, 0, 1, false).0, libc::EALREADY as u32);
+        // pin_hot: never demoted; pin_cold is fine for a demotion.
+        f.ctl.ns.pin_set(&oid, Some(1), None, None).unwrap();
+        assert_eq!(plan(&f, &oid, 1, 1, false).0, libc::EBUSY as u32, "pin_hot");
+        f.ctl.ns.pin_set(&oid, Some(2), None, None).unwrap();
+        // pin_lun: EBUSY even with FORCE; pin_lease: only with FORCE.
+        f.ctl.ns.pin_set(&oid, None, Some(5), None).unwrap();
+        assert_eq!(plan(&f, &oid, 1, 1, true).0, libc::EBUSY as u32, "pin_lun");
+        f.ctl.ns.pin_set(&oid, None, Some(0), None).unwrap();
+        f.ctl.ns.pin_set(&oid, None, Some(4), None).unwrap();
+        assert_eq!(
+            plan(&f, &oid, 1, 1, false).0,
+            libc::EBUSY as u32,
+            "pin_lease"
+        );
+        // Quiesced: EAGAIN, and nothing changed.
+        f.ctl.ns.quiesce().unwrap();
+        assert_eq!(plan(&f, &oid, 1, 1, true).0, libc::EAGAIN as u32);
+        let (e, _, _) = call(
+            &f.ctl,
+            &with_pool(Command::Reconcile, 7, |a| {
+                a.put_str(Attr::ReconcileReason, "maint");
+            }),
+            0,
+        );
+        assert_eq!(e, 0);
+        assert_eq!(status_map(&f.ctl)["last_reconcile_reason"], "maint");
+        let b = inspect_of(&f, &oid);
+        assert_eq!(attrs(&b).require_u8(Attr::MovementState).unwrap(), 0);
+        let (e, b) = plan(&f, &oid, 1, 1, true);
+        assert_eq!(e, 0, "forced plan over a lease is accepted");
+        let a = attrs(&b);
+        let staging = PathBuf::from(a.require_path(Attr::StagingPath).unwrap());
+        assert_eq!(
+            staging,
+            f.tiers[1].join(format!(".smoothfs/incoming/{}-1", oid.hex()))
+        );
+        assert!(staging.parent().unwrap().is_dir());
+        // A second plan: EBUSY; INSPECT shows the plan.
+        assert_eq!(plan(&f, &oid, 1, 2, true).0, libc::EBUSY as u32);
+        let b = inspect_of(&f, &oid);
+        let a = attrs(&b);
+        assert_eq!(a.require_u8(Attr::MovementState).unwrap(), 1);
+        assert_eq!(a.require_u8(Attr::IntendedTier).unwrap(), 1);
+        assert_eq!(a.require_u64(Attr::TransactionSeq).unwrap(), 1);
+        // MOVE_ABORT: wrong seq ESTALE, then back to placed; again EINVAL.
+        assert_eq!(
+            simple(&f, Command::MoveAbort, &oid, 9).0,
+            libc::ESTALE as u32
+        );
+        std::fs::write(&staging, b"partial").unwrap();
+        let (e, b) = simple(&f, Command::MoveAbort, &oid, 1);
+        assert_eq!(e, 0);
+        assert_eq!(attrs(&b).require_u8(Attr::MovementState).unwrap(), 0);
+        assert!(!staging.exists(), "abort removes the staging file");
+        assert_eq!(
+            simple(&f, Command::MoveAbort, &oid, 1).0,
+            libc::EINVAL as u32
+        );
+        // Hard links pin the object.
+        let ns = &f.ctl.ns;
+        ns.link(oid.ino(), ROOT_INO, OsStr::new("g2.txt")).unwrap();
+        assert_eq!(
+            plan(&f, &oid, 1, 3, true).0,
+            libc::EBUSY as u32,
+            "pin_hardlink"
+        );
+    }
+
+    #[test]
+    fn s11_nested_cutover_cleanup_and_move_back() {
+        let f = fixture(2);
+        let oid = mkfile(&f, "deep/tree/object.txt", b"nested bytes");
+        let ino_before = oid.ino();
+        let (e, b) = plan(&f, &oid, 1, 10, false);
+        assert_eq!(e, 0);
+        let staging = PathBuf::from(attrs(&b).require_path(Attr::StagingPath).unwrap());
+        // No staging yet: ENOENT, back to placed on the source.
+        let (e, _) = cutover(&f, &oid, 10, None);
+        assert_eq!(e, libc::ENOENT as u32);
+        assert_eq!(
+            attrs(&inspect_of(&f, &oid))
+                .require_u8(Attr::MovementState)
+                .unwrap(),
+            0
+        );
+        let (e, b) = plan(&f, &oid, 1, 11, false);
+        assert_eq!(e, 0);
+        let staging2 = PathBuf::from(attrs(&b).require_path(Attr::StagingPath).unwrap());
+        assert_ne!(staging, staging2);
+        let src = f.tiers[0].join("deep/tree/object.txt");
+        stage_copy(&src, &staging2);
+        assert_eq!(
+            cutover(&f, &oid, 99, None).0,
+            libc::ESTALE as u32,
+            "wrong seq"
+        );
+        let ws = attrs(&inspect_of(&f, &oid))
+            .require_u64(Attr::WriteSeq)
+            .unwrap();
+        let (e, b) = cutover(&f, &oid, 11, Some(ws));
+        assert_eq!(e, 0, "{:?}", attrs(&b).get_str(Attr::ErrorMsg));
+        let a = attrs(&b);
+        assert_eq!(a.require_u8(Attr::CurrentTier).unwrap(), 1);
+        assert_eq!(a.require_u32(Attr::Generation).unwrap(), 1);
+        let dest = f.tiers[1].join("deep/tree/object.txt");
+        assert_eq!(
+            PathBuf::from(a.require_path(Attr::LowerPath).unwrap()),
+            dest
+        );
+        assert_eq!(std::fs::read(&dest).unwrap(), b"nested bytes");
+        assert!(!staging2.exists());
+        let b = inspect_of(&f, &oid);
+        let a = attrs(&b);
+        assert_eq!(a.require_u8(Attr::MovementState).unwrap(), 7);
+        assert_eq!(
+            a.require_str(Attr::RelPath).unwrap(),
+            "deep/tree/object.txt"
+        );
+        assert_eq!(a.require_u64(Attr::Inode).unwrap(), ino_before);
+        // Reads through the namespace hit the destination.
+        let (fd, rank) = f.ctl.ns.open_lower(oid.ino(), libc::O_RDONLY).unwrap();
+        assert_eq!(rank, 1);
+        drop(fd);
+        // Cleanup: wrong seq ESTALE, then the source copy goes.
+        assert_eq!(
+            simple(&f, Command::MoveCleanup, &oid, 3).0,
+            libc::ESTALE as u32
+        );
+        let (e, b) = simple(&f, Command::MoveCleanup, &oid, 11);
+        assert_eq!(e, 0);
+        assert_eq!(attrs(&b).require_u32(Attr::CleanupErrno).unwrap(), 0);
+        assert!(!src.exists(), "cleanup removes the source copy");
+        assert_eq!(
+            attrs(&inspect_of(&f, &oid))
+                .require_u8(Attr::MovementState)
+                .unwrap(),
+            0
+        );
+        // Idempotent for the same seq.
+        assert_eq!(simple(&f, Command::MoveCleanup, &oid, 11).0, 0);
+        // S9.4 A2: and back again within the same mount.
+        let (e, b) = plan(&f, &oid, 0, 12, false);
+        assert_eq!(e, 0);
+        let st = PathBuf::from(attrs(&b).require_path(Attr::StagingPath).unwrap());
+        stage_copy(&dest, &st);
+        assert_eq!(cutover(&f, &oid, 12, None).0, 0);
+        assert_eq!(simple(&f, Command::MoveCleanup, &oid, 12).0, 0);
+        assert_eq!(std::fs::read(&src).unwrap(), b"nested bytes");
+        assert!(!dest.exists());
+        let s = status_map(&f.ctl);
+        assert_eq!(s["cutovers_total"], "2");
+        assert_eq!(s["cleanups_total"], "2");
+    }
+
+    #[test]
+    fn s11_a4_write_seq_guard_fails_the_move_and_removes_staging() {
+        let f = fixture(2);
+        let oid = mkfile(&f, "w.txt", b"v1");
+        let ws = attrs(&inspect_of(&f, &oid))
+            .require_u64(Attr::WriteSeq)
+            .unwrap();
+        let (e, b) = plan(&f, &oid, 1, 20, false);
+        assert_eq!(e, 0);
+        let staging = PathBuf::from(attrs(&b).require_path(Attr::StagingPath).unwrap());
+        stage_copy(&f.tiers[0].join("w.txt"), &staging);
+        // A data-changing operation lands between copy and cutover.
+        f.ctl.ns.live.get(oid.ino()).unwrap().wrote();
+        assert_eq!(cutover(&f, &oid, 20, Some(ws)).0, libc::ESTALE as u32);
+        let b = inspect_of(&f, &oid);
+        assert_eq!(attrs(&b).require_u8(Attr::MovementState).unwrap(), 0);
+        assert_eq!(attrs(&b).require_u8(Attr::CurrentTier).unwrap(), 0);
+        assert!(!staging.exists());
+        assert!(!f.tiers[1].join("w.txt").exists());
+        // The next attempt with the new write_seq succeeds.
+        let ws = attrs(&inspect_of(&f, &oid))
+            .require_u64(Attr::WriteSeq)
+            .unwrap();
+        let (e, b) = plan(&f, &oid, 1, 21, false);
+        assert_eq!(e, 0);
+        let staging = PathBuf::from(attrs(&b).require_path(Attr::StagingPath).unwrap());
+        stage_copy(&f.tiers[0].join("w.txt"), &staging);
+        assert_eq!(cutover(&f, &oid, 21, Some(ws)).0, 0);
+    }
+
+    #[test]
+    fn s11_gate_12_foreign_oid_and_quarantine() {
+        let f = fixture(2);
+        let oid = mkfile(&f, "q.txt", b"mine");
+        let (e, b) = plan(&f, &oid, 1, 30, false);
+        assert_eq!(e, 0);
+        let staging = PathBuf::from(attrs(&b).require_path(Attr::StagingPath).unwrap());
+        stage_copy(&f.tiers[0].join("q.txt"), &staging);
+        // A stranger's file sits at the destination path: quarantined.
+        std::fs::write(f.tiers[1].join("q.txt"), b"stranger").unwrap();
+        assert_eq!(cutover(&f, &oid, 30, None).0, 0);
+        assert_eq!(std::fs::read(f.tiers[1].join("q.txt")).unwrap(), b"mine");
+        let q: Vec<_> = std::fs::read_dir(f.tiers[1].join(".smoothfs/quarantine"))
+            .unwrap()
+            .collect();
+        assert_eq!(q.len(), 1);
+        assert_eq!(simple(&f, Command::MoveCleanup, &oid, 30).0, 0);
+        // A staging file carrying another OID: EINVAL, back to placed.
+        let (e, b) = plan(&f, &oid, 0, 31, false);
+        assert_eq!(e, 0);
+        let staging = PathBuf::from(attrs(&b).require_path(Attr::StagingPath).unwrap());
+        stage_copy(&f.tiers[1].join("q.txt"), &staging);
+        let sd = std::fs::File::open(staging.parent().unwrap()).unwrap();
+        sys::lsetxattr(
+            sd.as_fd(),
+            staging.file_name().unwrap(),
+            c"trusted.smoothfs.oid",
+            &[9; 16],
+            0,
+        )
+        .unwrap();
+        assert_eq!(cutover(&f, &oid, 31, None).0, libc::EINVAL as u32);
+        assert!(!staging.exists());
+        assert_eq!(
+            attrs(&inspect_of(&f, &oid))
+                .require_u8(Attr::CurrentTier)
+                .unwrap(),
+            1
+        );
+    }
+
+    #[test]
+    fn s8_4_a1_lun_lease_exclusivity() {
+        let f = fixture(1);
+        let oid = mkfile(&f, "p.bin", b"x");
+        let ns = &f.ctl.ns;
+        let ino = oid.ino();
+        let get = |w: &str| {
+            ns.getxattr(ino, OsStr::new(&format!("trusted.smoothfs.{w}")))
+                .unwrap()
+        };
+        let set = |w: &str, v: &[u8]| {
+            ns.setxattr(ino, OsStr::new(&format!("trusted.smoothfs.{w}")), v, 0, 0)
+        };
+        let rm = |w: &str| ns.removexattr(ino, OsStr::new(&format!("trusted.smoothfs.{w}")), 0);
+        assert_eq!(get("lun"), vec![0]);
+        set("lun", &[1]).unwrap();
+        assert_eq!(get("lun"), vec![1]);
+        assert_eq!(set("lease", &[1]).unwrap_err().errno, libc::EBUSY);
+        assert_eq!(get("lease"), vec![0]);
+        rm("lun").unwrap();
+        assert_eq!(get("lun"), vec![0]);
+        set("lease", &[1]).unwrap();
+        assert_eq!(set("lun", &[1]).unwrap_err().errno, libc::EBUSY);
+        rm("lease").unwrap();
+        assert_eq!(get("lease"), vec![0]);
+        set("lun", &[1]).unwrap();
+        set("lun", &[0]).unwrap();
+        assert_eq!(get("lun"), vec![0]);
+        // A2: value checks.
+        set("lease", &[1]).unwrap();
+        set("lease", &[1]).unwrap();
+        assert_eq!(set("lease", &[1, 0]).unwrap_err().errno, libc::EINVAL);
+        assert_eq!(set("lease", &[2]).unwrap_err().errno, libc::EINVAL);
+        set("lease", &[0]).unwrap();
+        assert_eq!(get("lease"), vec![0]);
+        // Non-root: EPERM.
+        assert_eq!(
+            ns.setxattr(ino, OsStr::new("trusted.smoothfs.lun"), &[1], 0, 1000)
+                .unwrap_err()
+                .errno,
+            libc::EPERM
+        );
+    }
+
+    #[test]
+    fn s15_quiesce_waits_for_nothing_when_idle_and_revoke_counts() {
+        let f = fixture(2);
+        let oid = mkfile(&f, "r.bin", b"x");
+        let m = with_pool(Command::RevokeMappings, 8, |a| {
+            a.put_bytes(Attr::ObjectId, &oid.0);
+        });
+        let (e, _, b) = call(&f.ctl, &m, 0);
+        assert_eq!(e, 0);
+        assert_eq!(attrs(&b).require_u32(Attr::PassthroughHandles).unwrap(), 0);
+        assert!(
+            f.ctl
+                .ns
+                .must_mediate(&f.ctl.ns.live.get(oid.ino()).unwrap())
+        );
+        let (e, _, _) = call(&f.ctl, &with_pool(Command::Quiesce, 9, |_| {}), 0);
+        assert_eq!(e, 0);
+        assert_eq!(status_map(&f.ctl)["quiesced"], "1");
+        assert_eq!(cutover(&f, &oid, 1, None).0, libc::EAGAIN as u32);
+        call(&f.ctl, &with_pool(Command::Reconcile, 10, |_| {}), 0);
+        assert!(
+            !f.ctl
+                .ns
+                .must_mediate(&f.ctl.ns.live.get(oid.ino()).unwrap())
+        );
+    }
+
+    #[test]
+    fn list_objects_pages_with_a_cursor() {
+        let f = fixture(2);
+        let mut want = std::collections::BTreeSet::new();
+        for i in 0..25 {
+            want.insert(mkfile(&f, &format!("d/f{i}"), b"x").0);
+        }
+        let mut got = std::collections::BTreeSet::new();
+        let mut cursor: Option<Vec<u8>> = None;
+        let mut pages = 0;
+        loop {
+            let m = with_pool(Command::ListObjects, 11, |a| {
+                a.put_u32(Attr::Limit, 10);
+                if let Some(c) = &cursor {
+                    a.put_bytes(Attr::Cursor, c);
+                }
+            });
+            let (e, _, b) = call(&f.ctl, &m, 0);
+            assert_eq!(e, 0);
+            let a = attrs(&b);
+            for o in decode_list(&a, Attr::Objects, ObjectEntry::decode).unwrap() {
+                assert!(got.insert(o.oid), "listed twice");
+                assert!(o.rel_path.starts_with("d/"));
+            }
+            pages += 1;
+            match a.get_bytes(Attr::Cursor) {
+                Some(c) => cursor = Some(c.to_vec()),
+                None => break,
+            }
+        }
+        assert_eq!(got, want);
+        assert_eq!(pages, 3);
     }
 }

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -27,6 +27,7 @@ use parking_lot::{Mutex, RwLock};
 use tracing::{debug, info, warn};
 
 use crate::error::Error;
+use crate::live::LiveObj;
 use crate::namespace::{self, Entry, KIND_DIR, KIND_FILE, KIND_SYMLINK, Namespace};
 use crate::options::PassthroughMode;
 use crate::sys;
@@ -34,7 +35,16 @@ use crate::sys;
 /// An open regular file.
 struct Handle {
     ino: u64,
-    fd: OwnedFd,
+    /// The lower descriptor; a mediated handle swaps it after a cutover (S11.5).
+    fd: Mutex<Arc<OwnedFd>>,
+    /// The cutover generation `fd` belongs to.
+    gen_: AtomicU32,
+    live: Arc<LiveObj>,
+    /// Open flags without O_CREAT, O_EXCL, O_NOCTTY and O_TRUNC (S11.5 item 1).
+    flags: i32,
+    uid: u32,
+    gid: u32,
+    groups: Vec<u32>,
     /// Set for passthrough handles: keeps the inode's backing id alive.
     backing: Option<Arc<BackingId>>,
     /// The handle that created a spilled file reports SPILL at release.
@@ -46,11 +56,10 @@ struct DirHandle {
     entries: Mutex<Vec<namespace::DirEntry>>,
 }
 
+/// The passthrough backing id of an inode, shared by its passthrough handles.
 #[derive(Default)]
 struct InodeIo {
     backing: Option<Weak<BackingId>>,
-    mediated_open: u32,
-    passthrough_open: u32,
 }
 
 pub struct SmoothFs {
@@ -63,6 +72,8 @@ pub struct SmoothFs {
     handles: RwLock<HashMap<u64, Arc<Handle>>>,
     dirs: RwLock<HashMap<u64, Arc<DirHandle>>>,
     io: Mutex<HashMap<u64, InodeIo>>,
+    /// Process names whose opens are always mediated (S13.1, `mediated_comm`).
+    pub mediated_comm: Vec<String>,
     /// Called with each spill record when it is ready to be reported.
     pub on_spill: Option<Box<dyn Fn(namespace::SpillRecord) + Send + Sync>>,
 }
@@ -165,6 +176,7 @@ impl SmoothFs {
             handles: RwLock::new(HashMap::new()),
             dirs: RwLock::new(HashMap::new()),
             io: Mutex::new(HashMap::new()),
+            mediated_comm: Vec::new(),
             on_spill: None,
         }
     }
@@ -202,37 +214,52 @@ impl SmoothFs {
         self.handles.read().get(&fh.0).cloned().ok_or(Errno::EBADF)
     }
 
-    /// Decide the I/O mode of a new open and register it. Returns the
-    /// backing id to hand the kernel for a passthrough open.
+    /// Decide the I/O mode of a new open and register it (S13.1). Returns
+    /// the backing id to hand the kernel for a passthrough open.
     fn open_mode(
         &self,
-        ino: u64,
+        live: &LiveObj,
         fd: &OwnedFd,
         rank: u8,
+        pid: u32,
         open_backing: &dyn Fn(&OwnedFd) -> std::io::Result<BackingId>,
     ) -> Option<Arc<BackingId>> {
+        let ino = live.ino;
         let tier_ok = self
             .ns
             .tiers
             .get(rank as usize)
             .map(|t| t.passthrough.load(Ordering::Relaxed))
             .unwrap_or(false);
-        let mut io = self.io.lock();
-        let st = io.entry(ino).or_default();
+        let rules_say_mediated = self.ns.must_mediate(live)
+            || (!self.mediated_comm.is_empty()
+                && sys::proc_comm(pid).is_some_and(|c| self.mediated_comm.contains(&c)));
+        // mv then io: a plan checks the passthrough count under the same
+        // locks, so no passthrough open slips past MOVE_PLAN gate 14.
+        let mv = live.mv.lock();
+        let mut counts = live.io.lock();
+        let mut table = self.io.lock();
+        let st = table.entry(ino).or_default();
+        // Item 4: while passthrough handles are open, new opens join them.
+        if counts.passthrough > 0
+            && let Some(id) = st.backing.as_ref().and_then(Weak::upgrade)
+        {
+            counts.passthrough += 1;
+            return Some(id);
+        }
         let want = self.passthrough_negotiated
             && self.mode != PassthroughMode::Off
             && tier_ok
-            && st.mediated_open == 0;
+            && counts.mediated == 0
+            && mv.state == crate::placement::state::PLACED
+            && !rules_say_mediated;
+        drop(mv);
         if want {
-            if let Some(id) = st.backing.as_ref().and_then(Weak::upgrade) {
-                st.passthrough_open += 1;
-                return Some(id);
-            }
             match open_backing(fd) {
                 Ok(id) => {
                     let id = Arc::new(id);
                     st.backing = Some(Arc::downgrade(&id));
-                    st.passthrough_open += 1;
+                    counts.passthrough += 1;
                     return Some(id);
                 }
                 Err(e) => {
@@ -245,22 +272,97 @@ impl SmoothFs {
                 }
             }
         }
-        st.mediated_open += 1;
+        counts.mediated += 1;
         None
     }
 
-    fn release_mode(&self, ino: u64, passthrough: bool) {
-        let mut io = self.io.lock();
-        if let Some(st) = io.get_mut(&ino) {
+    fn release_mode(&self, live: &LiveObj, passthrough: bool) {
+        {
+            let mut counts = live.io.lock();
             if passthrough {
-                st.passthrough_open = st.passthrough_open.saturating_sub(1);
+                counts.passthrough = counts.passthrough.saturating_sub(1);
             } else {
-                st.mediated_open = st.mediated_open.saturating_sub(1);
+                counts.mediated = counts.mediated.saturating_sub(1);
             }
-            if st.passthrough_open == 0 && st.mediated_open == 0 {
-                io.remove(&ino);
+            if counts.passthrough == 0 {
+                self.io.lock().remove(&live.ino);
             }
         }
+    }
+
+    /// The handle's lower descriptor, reissued to the object's current
+    /// lower after a cutover, as the opener (S11.5). Passthrough handles
+    /// never outlive a cutover (gate 8), so they never reissue.
+    fn fd_of(&self, h: &Handle) -> Result<Arc<OwnedFd>, Errno> {
+        let now = h.live.cutover_gen.load(Ordering::Acquire);
+        let mut fd = h.fd.lock();
+        if h.backing.is_some() || h.gen_.load(Ordering::Acquire) == now {
+            return Ok(Arc::clone(&fd));
+        }
+        let flags = h.flags
+            & !(libc::O_ACCMODE
+                | libc::O_DIRECT
+                | libc::O_CREAT
+                | libc::O_EXCL
+                | libc::O_NOCTTY
+                | libc::O_TRUNC);
+        let flags = flags | (h.flags & libc::O_ACCMODE);
+        let opened = sys::with_creds(h.uid, h.gid, &h.groups, || self.ns.open_lower(h.ino, flags));
+        match opened {
+            Ok(Ok((new, _rank))) => {
+                *fd = Arc::new(new);
+                h.gen_.store(now, Ordering::Release);
+                self.ns.moves.reissues_total.fetch_add(1, Ordering::Relaxed);
+                Ok(Arc::clone(&fd))
+            }
+            Ok(Err(e)) => {
+                self.ns
+                    .moves
+                    .reissue_failures_total
+                    .fetch_add(1, Ordering::Relaxed);
+                debug!("reissue of inode {:#x} failed: {e}", h.ino);
+                Err(errno(&e))
+            }
+            Err(e) => {
+                self.ns
+                    .moves
+                    .reissue_failures_total
+                    .fetch_add(1, Ordering::Relaxed);
+                Err(Errno::from(e))
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn new_handle(
+        &self,
+        req: &Request,
+        live: Arc<LiveObj>,
+        fd: OwnedFd,
+        flags: i32,
+        backing: Option<Arc<BackingId>>,
+        created: bool,
+    ) -> (u64, Arc<Handle>) {
+        let fh = self.new_fh();
+        let groups = if req.uid() == 0 {
+            Vec::new()
+        } else {
+            sys::proc_groups(req.pid())
+        };
+        let h = Arc::new(Handle {
+            ino: live.ino,
+            fd: Mutex::new(Arc::new(fd)),
+            gen_: AtomicU32::new(live.cutover_gen.load(Ordering::Acquire)),
+            live,
+            flags: flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_TRUNC),
+            uid: req.uid(),
+            gid: req.gid(),
+            groups,
+            backing,
+            created,
+        });
+        self.handles.write().insert(fh, Arc::clone(&h));
+        (fh, h)
     }
 
     /// The lower descriptor for a new handle: O_RDWR when possible so a
@@ -282,8 +384,11 @@ impl SmoothFs {
         }
     }
 
-    fn fopen_flags(flags: i32) -> FopenFlags {
-        if flags & libc::O_DIRECT != 0 {
+    /// Mediated O_DIRECT opens bypass the page cache (S13.4 item 2); a
+    /// passthrough open needs nothing: the kernel does direct I/O on the
+    /// backing file itself.
+    fn fopen_flags(flags: i32, passthrough: bool) -> FopenFlags {
+        if flags & libc::O_DIRECT != 0 && !passthrough {
             FopenFlags::FOPEN_DIRECT_IO
         } else {
             FopenFlags::empty()
@@ -340,7 +445,8 @@ impl Filesystem for SmoothFs {
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         if let Some(fh) = fh
             && let Ok(h) = self.handle(fh)
-            && let Ok(mut st) = sys::fstat(h.fd.as_fd())
+            && let Ok(fd) = self.fd_of(&h)
+            && let Ok(mut st) = sys::fstat(fd.as_fd())
         {
             st.st_ino = ino.0;
             return reply.attr(&self.attr_ttl, &to_attr(&st));
@@ -356,7 +462,7 @@ impl Filesystem for SmoothFs {
                     .find(|h| h.ino == ino.0)
                     .cloned();
                 if let Some(h) = open
-                    && let Ok(mut st) = sys::fstat(h.fd.as_fd())
+                    && let Ok(mut st) = sys::fstat(h.fd.lock().as_fd())
                 {
                     st.st_ino = ino.0;
                     return reply.attr(&self.attr_ttl, &to_attr(&st));
@@ -385,6 +491,26 @@ impl Filesystem for SmoothFs {
         reply: ReplyAttr,
     ) {
         let h = fh.and_then(|f| self.handle(f).ok());
+        // A size change is data-changing: it drains with the cutover (S11.3).
+        let live = if size.is_some() {
+            match &h {
+                Some(h) => Some(Arc::clone(&h.live)),
+                None => match self.ns.node(ino.0) {
+                    Ok(n) => Some(self.ns.live.get_or_create(ino.0, n.oid)),
+                    Err(e) => return reply.error(errno(&e)),
+                },
+            }
+        } else {
+            None
+        };
+        let _drain = live.as_ref().map(|l| l.drain.read());
+        let fd = match &h {
+            Some(h) => match self.fd_of(h) {
+                Ok(fd) => Some(fd),
+                Err(e) => return reply.error(e),
+            },
+            None => None,
+        };
         let r = self.ns.setattr(
             ino.0,
             mode,
@@ -393,10 +519,15 @@ impl Filesystem for SmoothFs {
             size,
             atime.map(to_timespec),
             mtime.map(to_timespec),
-            h.as_ref().map(|h| h.fd.as_fd()),
+            fd.as_ref().map(|f| f.as_fd()),
         );
         match r {
-            Ok(st) => reply.attr(&self.attr_ttl, &to_attr(&st)),
+            Ok(st) => {
+                if let Some(l) = &live {
+                    l.wrote();
+                }
+                reply.attr(&self.attr_ttl, &to_attr(&st))
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -505,8 +636,12 @@ impl Filesystem for SmoothFs {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let flags = flags.0;
+        let node = match self.ns.node(ino.0) {
+            Ok(n) => n,
+            Err(e) => return reply.error(errno(&e)),
+        };
         let (fd, rank) = match self.open_for_handle(ino.0, flags) {
             Ok(v) => v,
             Err(e) => return reply.error(errno(&e)),
@@ -514,17 +649,12 @@ impl Filesystem for SmoothFs {
         if flags & libc::O_DIRECT != 0 && self.ns.tiers[rank as usize].caps & (1 << 7) == 0 {
             return reply.error(Errno::EINVAL);
         }
-        let backing = self.open_mode(ino.0, &fd, rank, &|f| reply.open_backing(f.as_fd()));
-        let fh = self.new_fh();
-        let fopen = Self::fopen_flags(flags);
-        let is_pt = backing.is_some();
-        let h = Arc::new(Handle {
-            ino: ino.0,
-            fd,
-            backing,
-            created: false,
+        let live = self.ns.live.get_or_create(ino.0, node.oid);
+        let backing = self.open_mode(&live, &fd, rank, req.pid(), &|f| {
+            reply.open_backing(f.as_fd())
         });
-        self.handles.write().insert(fh, Arc::clone(&h));
+        let fopen = Self::fopen_flags(flags, backing.is_some());
+        let (fh, h) = self.new_handle(req, live, fd, flags, backing, false);
         match &h.backing {
             Some(id) => {
                 self.ns
@@ -534,7 +664,6 @@ impl Filesystem for SmoothFs {
                 reply.opened_passthrough(FileHandle(fh), fopen, id)
             }
             None => {
-                let _ = is_pt;
                 self.ns
                     .counters
                     .mediated_opens_total
@@ -561,17 +690,16 @@ impl Filesystem for SmoothFs {
             Ok(v) => v,
             Err(e) => return reply.error(errno(&e)),
         };
-        let rank = self.ns.node(e.ino).ok().and_then(|n| n.rank).unwrap_or(0);
-        let backing = self.open_mode(e.ino, &fd, rank, &|f| reply.open_backing(f.as_fd()));
-        let fh = self.new_fh();
-        let fopen = Self::fopen_flags(flags);
-        let h = Arc::new(Handle {
-            ino: e.ino,
-            fd,
-            backing,
-            created: true,
+        let (rank, oid) = match self.ns.node(e.ino) {
+            Ok(n) => (n.rank.unwrap_or(0), n.oid),
+            Err(err) => return reply.error(errno(&err)),
+        };
+        let live = self.ns.live.get_or_create(e.ino, oid);
+        let backing = self.open_mode(&live, &fd, rank, req.pid(), &|f| {
+            reply.open_backing(f.as_fd())
         });
-        self.handles.write().insert(fh, Arc::clone(&h));
+        let fopen = Self::fopen_flags(flags, backing.is_some());
+        let (fh, h) = self.new_handle(req, live, fd, flags, backing, true);
         let attr = to_attr(&e.attr);
         match &h.backing {
             Some(id) => {
@@ -619,10 +747,14 @@ impl Filesystem for SmoothFs {
             Ok(h) => h,
             Err(e) => return reply.error(e),
         };
+        let fd = match self.fd_of(&h) {
+            Ok(fd) => fd,
+            Err(e) => return reply.error(e),
+        };
         let mut buf = vec![0u8; size as usize];
         let mut done = 0usize;
         while done < buf.len() {
-            match sys::pread(h.fd.as_fd(), &mut buf[done..], offset + done as u64) {
+            match sys::pread(fd.as_fd(), &mut buf[done..], offset + done as u64) {
                 Ok(0) => break,
                 Ok(n) => done += n,
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
@@ -648,9 +780,17 @@ impl Filesystem for SmoothFs {
             Ok(h) => h,
             Err(e) => return reply.error(e),
         };
+        // Data-changing: hold the drain lock shared (S11.3), then make
+        // sure the descriptor is the current lower.
+        let _drain = h.live.drain.read();
+        let _ = smoothfs_uapi::failpoint::hit("write_in_drain");
+        let fd = match self.fd_of(&h) {
+            Ok(fd) => fd,
+            Err(e) => return reply.error(e),
+        };
         let mut done = 0usize;
         while done < data.len() {
-            match sys::pwrite(h.fd.as_fd(), &data[done..], offset + done as u64) {
+            match sys::pwrite(fd.as_fd(), &data[done..], offset + done as u64) {
                 Ok(n) => done += n,
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
                 Err(e) if done > 0 => {
@@ -660,6 +800,7 @@ impl Filesystem for SmoothFs {
                 Err(e) => return reply.error(Errno::from(e)),
             }
         }
+        h.live.wrote();
         reply.written(done as u32);
     }
 
@@ -686,8 +827,9 @@ impl Filesystem for SmoothFs {
     ) {
         let h = self.handles.write().remove(&fh.0);
         if let Some(h) = h {
-            self.release_mode(h.ino, h.backing.is_some());
-            if let Ok(st) = sys::fstat(h.fd.as_fd()) {
+            self.release_mode(&h.live, h.backing.is_some());
+            let fd = Arc::clone(&h.fd.lock());
+            if let Ok(st) = sys::fstat(fd.as_fd()) {
                 self.ns.refresh_snapshot(h.ino, &st);
                 if h.created
                     && let Some(s) = self.ns.spill_released(h.ino, st.st_size as u64)
@@ -696,6 +838,9 @@ impl Filesystem for SmoothFs {
                     cb(s);
                 }
             }
+            let ino = h.ino;
+            drop(h);
+            self.ns.live.maybe_evict(ino);
         }
         reply.ok();
     }
@@ -712,7 +857,11 @@ impl Filesystem for SmoothFs {
             Ok(h) => h,
             Err(e) => return reply.error(e),
         };
-        if let Err(e) = sys::fsync(h.fd.as_fd(), datasync) {
+        let fd = match self.fd_of(&h) {
+            Ok(fd) => fd,
+            Err(e) => return reply.error(e),
+        };
+        if let Err(e) = sys::fsync(fd.as_fd(), datasync) {
             return reply.error(Errno::from(e));
         }
         // Metadata records of this object become durable with the file (S4.2 item 3).
@@ -927,8 +1076,8 @@ impl Filesystem for SmoothFs {
         }
     }
 
-    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.ns.removexattr(ino.0, name) {
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.ns.removexattr(ino.0, name, req.uid()) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }
@@ -953,8 +1102,16 @@ impl Filesystem for SmoothFs {
             Ok(h) => h,
             Err(e) => return reply.error(e),
         };
-        match sys::fallocate(h.fd.as_fd(), mode, offset, length) {
-            Ok(()) => reply.ok(),
+        let _drain = h.live.drain.read();
+        let fd = match self.fd_of(&h) {
+            Ok(fd) => fd,
+            Err(e) => return reply.error(e),
+        };
+        match sys::fallocate(fd.as_fd(), mode, offset, length) {
+            Ok(()) => {
+                h.live.wrote();
+                reply.ok()
+            }
             Err(e) => reply.error(Errno::from(e)),
         }
     }
@@ -972,7 +1129,11 @@ impl Filesystem for SmoothFs {
             Ok(h) => h,
             Err(e) => return reply.error(e),
         };
-        match sys::lseek(h.fd.as_fd(), offset, whence) {
+        let fd = match self.fd_of(&h) {
+            Ok(fd) => fd,
+            Err(e) => return reply.error(e),
+        };
+        match sys::lseek(fd.as_fd(), offset, whence) {
             Ok(o) => reply.offset(o),
             Err(e) => reply.error(Errno::from(e)),
         }
@@ -995,19 +1156,26 @@ impl Filesystem for SmoothFs {
             (Ok(a), Ok(b)) => (a, b),
             _ => return reply.error(Errno::EBADF),
         };
+        let _drain = ho.live.drain.read();
+        let (fi, fo) = match (self.fd_of(&hi), self.fd_of(&ho)) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(e), _) | (_, Err(e)) => return reply.error(e),
+        };
         let len = len.min(u32::MAX as u64 & !0xfff);
-        match sys::copy_file_range(hi.fd.as_fd(), offset_in, ho.fd.as_fd(), offset_out, len) {
-            Ok(n) => reply.written(n as u32),
+        let r = match sys::copy_file_range(fi.as_fd(), offset_in, fo.as_fd(), offset_out, len) {
+            Ok(n) => Ok(n),
             Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
                 // Different tiers: copy through a buffer.
                 let mut buf = vec![0u8; len.min(1 << 20) as usize];
-                match sys::pread(hi.fd.as_fd(), &mut buf, offset_in) {
-                    Ok(n) => match sys::pwrite(ho.fd.as_fd(), &buf[..n], offset_out) {
-                        Ok(w) => reply.written(w as u32),
-                        Err(e) => reply.error(Errno::from(e)),
-                    },
-                    Err(e) => reply.error(Errno::from(e)),
-                }
+                sys::pread(fi.as_fd(), &mut buf, offset_in)
+                    .and_then(|n| sys::pwrite(fo.as_fd(), &buf[..n], offset_out))
+            }
+            Err(e) => Err(e),
+        };
+        match r {
+            Ok(n) => {
+                ho.live.wrote();
+                reply.written(n as u32)
             }
             Err(e) => reply.error(Errno::from(e)),
         }

@@ -1046,6 +1046,69 @@ impl Index {
         db_object(&self.db, oid)
     }
 
+    /// Objects in OID order after `after` (exclusive), at most `limit`,
+    /// merged over the overlays (LIST_OBJECTS, S7.4).
+    pub fn list_objects(&self, after: Option<[u8; 16]>, limit: usize) -> Result<Vec<ObjectRec>> {
+        let mut over: BTreeMap<[u8; 16], Option<ObjectRec>> = BTreeMap::new();
+        {
+            let st = self.state.lock();
+            for ov in [st.frozen.as_deref(), Some(&st.active)]
+                .into_iter()
+                .flatten()
+            {
+                for (k, v) in &ov.objects {
+                    if after.is_none_or(|a| *k > a) {
+                        over.insert(*k, v.clone());
+                    }
+                }
+            }
+        }
+        let mut merged: BTreeMap<[u8; 16], ObjectRec> = BTreeMap::new();
+        {
+            let txn = tx!(self.db.begin_read(), "begin read");
+            let objects = tx!(txn.open_table(OBJECTS), "open objects");
+            let range = match after {
+                Some(a) => tx!(
+                    objects.range::<[u8; 16]>((
+                        std::ops::Bound::Excluded(a),
+                        std::ops::Bound::Unbounded
+                    )),
+                    "range objects"
+                ),
+                None => tx!(objects.iter(), "scan objects"),
+            };
+            let want = limit + over.len();
+            for item in range {
+                let (k, v) = tx!(item, "scan objects");
+                let k = k.value();
+                if over.contains_key(&k) {
+                    continue;
+                }
+                merged.insert(k, ObjectRec::decode(Oid(k), v.value())?);
+                if merged.len() >= want {
+                    break;
+                }
+            }
+        }
+        let db_last = merged.keys().next_back().copied();
+        let db_full = merged.len() >= limit + over.len();
+        for (k, v) in over {
+            // Beyond the database page only if the page was not cut short.
+            if db_full && db_last.is_some_and(|l| k > l) {
+                continue;
+            }
+            match v {
+                Some(r) => {
+                    merged.insert(k, r);
+                }
+                None => {
+                    merged.remove(&k);
+                }
+            }
+        }
+        Ok(merged.into_values().take(limit).collect())
+    }
+
     fn get_via(
         &self,
         pick: impl Fn(&Overlay) -> Option<Option<[u8; 16]>>,

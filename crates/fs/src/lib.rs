@@ -6,10 +6,13 @@
 pub mod control;
 pub mod error;
 pub mod fuse;
+pub mod heat;
 pub mod index;
 pub mod journal;
+pub mod live;
 pub mod marker;
 pub mod mount;
+pub mod movement;
 pub mod namespace;
 pub mod oid;
 pub mod options;

@@ -27,6 +27,43 @@ use crate::probe;
 use crate::sys;
 use crate::tier::Tier;
 
+/// The data plane's periodic work: cleanup after `cleanup_grace_s` (S9.2)
+/// and eviction of idle live objects.
+struct Maintenance {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Maintenance {
+    fn start(ns: Arc<Namespace>) -> Maintenance {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("smoothfs-maint".into())
+            .spawn(move || {
+                let mut last_sweep = std::time::Instant::now();
+                while !flag.load(Ordering::Acquire) {
+                    std::thread::sleep(std::time::Duration::from_millis(250));
+                    ns.auto_cleanup();
+                    if last_sweep.elapsed() >= std::time::Duration::from_secs(10) {
+                        ns.live.sweep();
+                        last_sweep = std::time::Instant::now();
+                    }
+                }
+            })
+            .map_err(|e| warn!("maintenance thread not started: {e}"))
+            .ok();
+        Maintenance { stop, thread }
+    }
+
+    fn stop(mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Everything needed to serve one pool, before the FUSE session starts.
 pub struct PreparedPool {
     pub opts: MountOptions,
@@ -203,12 +240,14 @@ pub fn run(opts: MountOptions, ready: impl FnOnce()) -> Result<()> {
     let prepared = prepare(opts)?;
     let cfg = fuse_config(&prepared.opts);
     let t = &prepared.opts.tunables;
+    prepared.ns.prepare_movement_dirs();
     let mut fs = SmoothFs::new(
         Arc::clone(&prepared.ns),
         t.passthrough,
         t.entry_timeout,
         t.attr_timeout,
     );
+    fs.mediated_comm = t.mediated_comm.clone();
     let hub = control::EventHub::new(prepared.opts.uuid);
     let spill_hub = Arc::clone(&hub);
     fs.on_spill = Some(Box::new(move |s| spill_hub.spill(&s)));
@@ -224,6 +263,29 @@ pub fn run(opts: MountOptions, ready: impl FnOnce()) -> Result<()> {
             ));
         }
     };
+    let notifier = session.notifier();
+    let _ = prepared.ns.moves.invalidate.set(Box::new(move |ino| {
+        // Whole page range and attributes; ENOENT = the kernel holds no inode.
+        if let Err(e) = notifier.inval_inode(fuser::INodeNo(ino), 0, 0)
+            && e.raw_os_error() != Some(libc::ENOENT)
+        {
+            warn!("cache invalidation of inode {ino:#x}: {e}");
+        }
+    }));
+    let move_hub = Arc::clone(&hub);
+    let _ = prepared.ns.moves.emit.set(Box::new(move |e| {
+        let _ = move_hub.publish(&smoothfs_uapi::event::Event::MoveState(
+            smoothfs_uapi::event::MoveState {
+                pool_uuid: move_hub.pool_uuid(),
+                oid: e.oid.0,
+                movement_state: smoothfs_uapi::ids::MovementState::from_wire(e.state),
+                transaction_seq: e.seq,
+                current_tier: e.current,
+                intended_tier: e.intended,
+                failure_reason: e.reason,
+            },
+        ));
+    }));
     let ctl = control::Control::new(
         Arc::clone(&prepared.ns),
         control::PoolInfo {
@@ -234,6 +296,7 @@ pub fn run(opts: MountOptions, ready: impl FnOnce()) -> Result<()> {
             heat_interval_ms: t.heat_interval_ms,
             write_staging: t.write_staging,
             mediated_comm: t.mediated_comm.clone(),
+            mountpoint: Some(prepared.opts.mountpoint.clone()),
         },
         Arc::clone(&hub),
     );
@@ -252,6 +315,7 @@ pub fn run(opts: MountOptions, ready: impl FnOnce()) -> Result<()> {
             return Err(e);
         }
     };
+    let maint = Maintenance::start(Arc::clone(&prepared.ns));
     hub.set_ready();
     info!("mounted pool '{pool_name}' with {n_tiers} tier(s)");
     spawn_signal_thread(mountpoint.clone());
@@ -273,6 +337,7 @@ pub fn run(opts: MountOptions, ready: impl FnOnce()) -> Result<()> {
     };
     // No control thread may outlive the session holding the namespace.
     server.shutdown();
+    maint.stop();
     // If the loop ended for any reason other than an unmount, don't leave a dead mount behind.
     detach(&mountpoint);
     match &result {

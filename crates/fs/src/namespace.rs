@@ -127,7 +127,7 @@ pub struct Namespace {
     pub placement: Placement,
     pub counters: Counters,
     minter: OidMinter,
-    nodes: RwLock<HashMap<u64, Node>>,
+    pub(crate) nodes: RwLock<HashMap<u64, Node>>,
     pub full_pct: AtomicU64,
     pub metadata_mask: AtomicU64,
     read_only: bool,
@@ -135,7 +135,11 @@ pub struct Namespace {
     pub pending_spills: Mutex<Vec<SpillRecord>>,
     /// Serialises namespace-changing operations (rename, rmdir, unlink,
     /// create) so union invariants hold; reads never take it.
-    ns_lock: Mutex<()>,
+    pub(crate) ns_lock: Mutex<()>,
+    /// Open, moving and lease-pinned objects (S11, S13).
+    pub live: crate::live::Live,
+    /// Movement settings and counters (S11, S15).
+    pub moves: crate::movement::MoveCtl,
 }
 
 pub fn join(parent: &OsStr, name: &OsStr) -> OsString {
@@ -200,6 +204,8 @@ impl Namespace {
             read_only: cfg.read_only,
             pending_spills: Mutex::new(Vec::new()),
             ns_lock: Mutex::new(()),
+            live: crate::live::Live::default(),
+            moves: crate::movement::MoveCtl::default(),
         };
         ns.nodes.write().insert(
             ROOT_INO,
@@ -1169,6 +1175,9 @@ impl Namespace {
         let remaining = (st.st_nlink as u32).saturating_sub(1);
         self.placement
             .unlink(&oid, gen_, remaining, &to_str(&rel))?;
+        if remaining == 0 {
+            self.abort_in_flight(&oid, "last name unlinked");
+        }
         Ok(())
     }
 
@@ -1480,6 +1489,7 @@ impl Namespace {
             .open_dir(&npnode.rel_path)
             .map_err(io_err(|| "open target parent".into()))?;
         sys::linkat(d.as_fd(), &n, nd.as_fd(), newname).map_err(io_err(|| "link".into()))?;
+        self.abort_in_flight(&node.oid, "hard link created");
         let new_rel = join(&npnode.rel_path, newname);
         self.placement.link(&node.oid, &to_str(&new_rel))?;
         let st = sys::fstatat(nd.as_fd(), newname).map_err(io_err(|| "stat link".into()))?;
@@ -1569,13 +1579,8 @@ impl Namespace {
                 b"gen" => Ok(node.generation.to_le_bytes().to_vec()),
                 b"fileid" => Ok(fileid(&node.oid, node.generation).to_vec()),
                 b"lease" | b"lun" => {
-                    let pin = self
-                        .placement
-                        .get(&node.oid)
-                        .map(|r| r.protocol_pin)
-                        .unwrap_or(0);
-                    let want = if rest == b"lease" { 4 } else { 5 };
-                    Ok(vec![(pin == want) as u8])
+                    let which = if rest == b"lease" { 4 } else { 5 };
+                    Ok(vec![self.protocol_xattr(&node.oid, which)])
                 }
                 _ => Err(err!(libc::ENODATA, "no such reserved attribute")),
             };
@@ -1611,22 +1616,29 @@ impl Namespace {
         self.check_writable()?;
         let node = self.node(ino)?;
         let nb = name.as_bytes();
-        if nb.starts_with(XATTR_RESERVED_PREFIX.as_bytes()) {
-            // lease/lun pins arrive with the movement engine (S8.4); identity is never settable.
-            let _ = uid;
-            return Err(err!(libc::EPERM, "{} is reserved", name.to_string_lossy()));
+        if let Some(rest) = nb.strip_prefix(XATTR_RESERVED_PREFIX.as_bytes()) {
+            // lease/lun are the protocol pins (S8.4); identity is never settable.
+            return match rest {
+                b"lease" => self.set_protocol_xattr(&node.oid, 4, Some(value), uid),
+                b"lun" => self.set_protocol_xattr(&node.oid, 5, Some(value), uid),
+                _ => Err(err!(libc::EPERM, "{} is reserved", name.to_string_lossy())),
+            };
         }
         let (d, n) = self.target_of(&node)?;
         let c = std::ffi::CString::new(nb).map_err(|_| err!(libc::EINVAL, "bad xattr name"))?;
         sys::lsetxattr(d.as_fd(), &n, &c, value, flags).map_err(|e| Error::io("setxattr", e))
     }
 
-    pub fn removexattr(&self, ino: u64, name: &OsStr) -> Result<()> {
+    pub fn removexattr(&self, ino: u64, name: &OsStr, uid: u32) -> Result<()> {
         self.check_writable()?;
         let node = self.node(ino)?;
         let nb = name.as_bytes();
-        if nb.starts_with(XATTR_RESERVED_PREFIX.as_bytes()) {
-            return Err(err!(libc::EPERM, "{} is reserved", name.to_string_lossy()));
+        if let Some(rest) = nb.strip_prefix(XATTR_RESERVED_PREFIX.as_bytes()) {
+            return match rest {
+                b"lease" => self.set_protocol_xattr(&node.oid, 4, None, uid),
+                b"lun" => self.set_protocol_xattr(&node.oid, 5, None, uid),
+                _ => Err(err!(libc::EPERM, "{} is reserved", name.to_string_lossy())),
+            };
         }
         let (d, n) = self.target_of(&node)?;
         let c = std::ffi::CString::new(nb).map_err(|_| err!(libc::EINVAL, "bad xattr name"))?;

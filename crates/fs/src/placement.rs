@@ -364,6 +364,11 @@ impl Placement {
         logged(self.shared.index.get(oid))
     }
 
+    /// Up to `limit` objects in OID order after `after` (LIST_OBJECTS).
+    pub fn list_objects(&self, after: Option<[u8; 16]>, limit: usize) -> Result<Vec<ObjectRec>> {
+        self.shared.index.list_objects(after, limit)
+    }
+
     pub fn by_path(&self, rel_path: &str) -> Option<ObjectRec> {
         logged(self.shared.index.by_path(rel_path))
     }

@@ -512,3 +512,69 @@ pub fn ioctl_ficlone(dst: BorrowedFd<'_>, src: BorrowedFd<'_>) -> io::Result<()>
     const FICLONE: libc::c_ulong = 0x4004_9409;
     check(unsafe { libc::ioctl(dst.as_raw_fd(), FICLONE, src.as_raw_fd()) }).map(drop)
 }
+
+/// Runs `f` with this thread's filesystem uid/gid and supplementary groups
+/// set to the given credentials, then restores root's. Used to reopen a
+/// lower file as the original opener (S11.5 item 2): the lower filesystem
+/// then checks permission and ACLs exactly as for that user.
+///
+/// `setfsuid`, `setfsgid` and the raw `setgroups` syscall are per-thread on
+/// Linux (glibc's `setgroups` wrapper would change every thread), so no
+/// other request thread sees the switch.
+pub fn with_creds<T>(uid: u32, gid: u32, groups: &[u32], f: impl FnOnce() -> T) -> io::Result<T> {
+    // SAFETY: plain syscalls on this thread's credentials; the pointer and
+    // length describe a live slice.
+    unsafe {
+        let mut saved: Vec<libc::gid_t> = vec![0; 256];
+        let n = libc::syscall(
+            libc::SYS_getgroups,
+            saved.len() as libc::c_long,
+            saved.as_mut_ptr(),
+        );
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        saved.truncate(n as usize);
+        if libc::syscall(
+            libc::SYS_setgroups,
+            groups.len() as libc::c_long,
+            groups.as_ptr(),
+        ) < 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        let old_gid = libc::syscall(libc::SYS_setfsgid, gid as libc::c_long);
+        let old_uid = libc::syscall(libc::SYS_setfsuid, uid as libc::c_long);
+        let out = f();
+        libc::syscall(libc::SYS_setfsuid, old_uid);
+        libc::syscall(libc::SYS_setfsgid, old_gid);
+        libc::syscall(
+            libc::SYS_setgroups,
+            saved.len() as libc::c_long,
+            saved.as_ptr(),
+        );
+        Ok(out)
+    }
+}
+
+/// Supplementary groups of process `pid` (from /proc), for S11.5 item 1.
+pub fn proc_groups(pid: u32) -> Vec<u32> {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return Vec::new();
+    };
+    s.lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .map(|g| {
+            g.split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The command name of process `pid` (`/proc/<pid>/comm`), for `mediated_comm`.
+pub fn proc_comm(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|s| s.trim_end().to_string())
+}

@@ -8,6 +8,7 @@ pub mod client;
 pub mod codec;
 pub mod error;
 pub mod event;
+pub mod failpoint;
 pub mod heat;
 pub mod ids;
 pub mod managed;

@@ -499,9 +499,65 @@ pub struct Pool {
     log_dir: TempDir,
     child: Option<Child>,
     watchdog: Option<Arc<AtomicBool>>,
+    /// Extra environment for the daemon (e.g. SMOOTHFS_FAILPOINTS).
+    env: Vec<(String, String)>,
 }
 
 impl Pool {
+    /// Environment for the next start of the daemon (remount).
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_owned(), value.to_owned()));
+    }
+
+    pub fn clear_env(&mut self) {
+        self.env.clear();
+    }
+
+    /// Mounts like [`Pool::mount`] with extra daemon environment.
+    pub fn mount_with_env(tiers: &[&Path], extra_opts: &str, env: &[(&str, &str)]) -> Pool {
+        let uuid = uuid::Uuid::new_v4().to_string();
+        let mut pool = Pool {
+            name: format!("t{}", &uuid[..8]),
+            uuid,
+            tiers: tiers.iter().map(|t| t.to_path_buf()).collect(),
+            extra_opts: extra_opts.to_owned(),
+            mnt: tempdir("smoothfs-mnt-"),
+            log_dir: tempfile::Builder::new()
+                .prefix("smoothfs-log-")
+                .tempdir()
+                .expect("create log dir"),
+            child: None,
+            watchdog: None,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        pool.start().unwrap_or_else(|e| panic!("{e}"));
+        pool
+    }
+
+    /// The daemon died on its own (a crash failpoint): wait for it, then
+    /// clear the dead mount. Panics if it is still running after `timeout`.
+    pub fn wait_crashed(&mut self, timeout: Duration) -> ExitStatus {
+        self.stop_watchdog();
+        let mut child = self.child.take().expect("Pool::wait_crashed: not mounted");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                unmount_path(self.mnt.path());
+                return st;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                unmount_path(self.mnt.path());
+                panic!("daemon did not crash within {timeout:?}\n{}", self.log());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
     /// Mounts a pool over `tiers` with a fresh random UUID. `extra_opts` is
     /// appended to the `-o` string (empty for none). Panics, with the
     /// daemon's log, if the mount is not live within [`MOUNT_TIMEOUT`].
@@ -524,6 +580,7 @@ impl Pool {
                 .expect("create log dir"),
             child: None,
             watchdog: None,
+            env: Vec::new(),
         };
         pool.start()?;
         Ok(pool)
@@ -601,6 +658,7 @@ impl Pool {
         let child = Command::new(SMOOTHFS)
             .args(["mount", "-f", "-o", &opts, "none"])
             .arg(self.path())
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)
