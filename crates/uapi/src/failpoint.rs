@@ -10,7 +10,9 @@
 //! - `sleep(MS)`: block the calling thread for MS milliseconds;
 //! - `error(ERRNO)`: make the step fail with that errno (a number);
 //! - `wait(PATH)`: block until the file PATH exists (polled every 20 ms),
-//!   so a test can hold a step open for as long as it needs.
+//!   so a test can hold a step open for as long as it needs;
+//! - `sleepif(PATH,MS)`: sleep MS milliseconds, but only while PATH exists
+//!   (a test arms it by creating the file).
 //!
 //! An action may be prefixed with `N*` to fire only on the N-th hit of the
 //! failpoint (counted from 1), e.g. `cutover_after_switch=2*crash`.
@@ -31,6 +33,7 @@ pub enum Action {
     Sleep(u64),
     Error(i32),
     Wait(String),
+    SleepIf(String, u64),
 }
 
 #[derive(Debug)]
@@ -78,6 +81,15 @@ pub fn parse(spec: &str) -> Result<Vec<(String, u64, Action)>, String> {
             )
         } else if let Some(p) = arg("wait(") {
             Action::Wait(p)
+        } else if let Some(a) = arg("sleepif(") {
+            let (p, ms) = a
+                .rsplit_once(',')
+                .ok_or_else(|| format!("failpoint '{entry}': expected sleepif(PATH,MS)"))?;
+            Action::SleepIf(
+                p.to_string(),
+                ms.parse()
+                    .map_err(|_| format!("failpoint '{entry}': bad sleep '{ms}'"))?,
+            )
         } else {
             return Err(format!("failpoint '{entry}': unknown action '{action}'"));
         };
@@ -137,6 +149,12 @@ pub fn hit(name: &str) -> Result<(), i32> {
             Ok(())
         }
         Action::Error(e) => Err(*e),
+        Action::SleepIf(path, ms) => {
+            if std::path::Path::new(path).exists() {
+                std::thread::sleep(Duration::from_millis(*ms));
+            }
+            Ok(())
+        }
         Action::Wait(path) => {
             while !std::path::Path::new(path).exists() {
                 std::thread::sleep(Duration::from_millis(20));
@@ -157,6 +175,10 @@ mod tests {
 
     #[test]
     fn parses_every_action() {
+        assert_eq!(
+            parse("e=sleepif(/tmp/a,b,40)").unwrap(),
+            vec![("e".into(), 0, Action::SleepIf("/tmp/a,b".into(), 40))]
+        );
         let v = parse("a=crash; b=sleep(250);c=error(5);d=2*wait(/tmp/x)").unwrap();
         assert_eq!(
             v,

@@ -1,0 +1,473 @@
+//! Movement on real mounts (SPEC S9, S11, S12, S13): the control-socket
+//! commands driven by hand, with the staging copy made the way the worker
+//! makes it (bytes + every xattr), so each data-plane step can be checked
+//! in isolation — handle reissue, permission re-check, drain, the write_seq
+//! guard, passthrough gates, and crash recovery at each movement state.
+
+mod common;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+use smoothfs_uapi::client::Client;
+use smoothfs_uapi::codec::AttrBuf;
+use smoothfs_uapi::event::Event;
+use smoothfs_uapi::ids::{Attr, Command, EVENT_MASK_ALL};
+
+fn client(pool: &Pool) -> Client {
+    let uuid = uuid::Uuid::parse_str(pool.uuid()).expect("uuid");
+    Client::connect_pool(&uuid).expect("connect to the pool's control socket")
+}
+
+fn base(pool: &Pool, oid: &[u8]) -> AttrBuf {
+    let uuid = uuid::Uuid::parse_str(pool.uuid()).expect("uuid");
+    let mut a = AttrBuf::new();
+    a.put_bytes(Attr::PoolUuid, uuid.as_bytes())
+        .put_bytes(Attr::ObjectId, oid);
+    a
+}
+
+fn oid_of(path: &Path) -> Vec<u8> {
+    get_xattr(path, "trusted.smoothfs.oid").expect("oid xattr through the mount")
+}
+
+/// errno of a failed request (0 on success).
+fn errno_of<T>(r: &Result<T, smoothfs_uapi::Error>) -> i32 {
+    match r {
+        Ok(_) => 0,
+        Err(e) => e.errno(),
+    }
+}
+
+struct Inspect {
+    state: u8,
+    current: u8,
+    write_seq: u64,
+    generation: u32,
+    passthrough: u32,
+    mediated: u32,
+    rel: String,
+}
+
+fn inspect(c: &mut Client, pool: &Pool, oid: &[u8]) -> Inspect {
+    let r = c
+        .request(Command::Inspect, &base(pool, oid))
+        .expect("INSPECT");
+    let a = r.attrs();
+    Inspect {
+        state: a.require_u8(Attr::MovementState).unwrap(),
+        current: a.require_u8(Attr::CurrentTier).unwrap(),
+        write_seq: a.require_u64(Attr::WriteSeq).unwrap(),
+        generation: a.require_u32(Attr::Generation).unwrap(),
+        passthrough: a.require_u32(Attr::PassthroughHandles).unwrap(),
+        mediated: a.require_u32(Attr::MediatedHandles).unwrap(),
+        rel: a.require_str(Attr::RelPath).unwrap().to_string(),
+    }
+}
+
+/// MOVE_PLAN; returns the staging path or the errno.
+fn plan(c: &mut Client, pool: &Pool, oid: &[u8], dest: u8, seq: u64) -> Result<PathBuf, i32> {
+    let mut a = base(pool, oid);
+    a.put_u8(Attr::IntendedTier, dest)
+        .put_u64(Attr::TransactionSeq, seq);
+    match c.request(Command::MovePlan, &a) {
+        Ok(r) => Ok(PathBuf::from(
+            r.attrs().require_path(Attr::StagingPath).unwrap(),
+        )),
+        Err(e) => Err(e.errno()),
+    }
+}
+
+fn cutover(c: &mut Client, pool: &Pool, oid: &[u8], seq: u64, ws: Option<u64>) -> i32 {
+    let mut a = base(pool, oid);
+    a.put_u64(Attr::TransactionSeq, seq);
+    if let Some(w) = ws {
+        a.put_u64(Attr::WriteSeq, w);
+    }
+    errno_of(&c.request(Command::MoveCutover, &a))
+}
+
+fn cleanup(c: &mut Client, pool: &Pool, oid: &[u8], seq: u64) -> i32 {
+    let mut a = base(pool, oid);
+    a.put_u64(Attr::TransactionSeq, seq);
+    errno_of(&c.request(Command::MoveCleanup, &a))
+}
+
+/// What the worker does between plan and cutover: bytes + every xattr
+/// (identity included) into the staging file, synced.
+fn stage_copy(src_lower: &Path, staging: &Path) {
+    fs::copy(src_lower, staging).expect("copy to staging");
+    for name in list_xattr(src_lower).expect("list xattrs") {
+        let v = get_xattr(src_lower, &name).expect("get xattr");
+        set_xattr(staging, &name, &v).expect("set xattr on staging");
+    }
+    File::open(staging).unwrap().sync_all().unwrap();
+}
+
+fn staging_dir_empty(tier: &Path) -> bool {
+    fs::read_dir(tier.join(".smoothfs/incoming"))
+        .map(|d| d.count() == 0)
+        .unwrap_or(true)
+}
+
+#[test]
+fn s11_a1_a3_nested_cutover_handle_follows_and_events() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let p = TwoTierPool::new("ext4", "ext4", "");
+    let rel = "deep/tree/object.txt";
+    fs::create_dir_all(p.mnt("deep/tree")).unwrap();
+    let data = pattern(256 << 10, 7);
+    write_synced(&p.mnt(rel), &data);
+    let ino = ino_of(&p.mnt(rel));
+    let oid = oid_of(&p.mnt(rel));
+    let mut c = client(&p.pool);
+    let mut events = c.subscribe(EVENT_MASK_ALL).expect("subscribe");
+
+    let staging = plan(&mut c, &p.pool, &oid, 1, 100).expect("plan accepted");
+    // Opened after the plan: mediated (S12.1), read-write.
+    let mut h = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(p.mnt(rel))
+        .unwrap();
+    let i = inspect(&mut c, &p.pool, &oid);
+    assert_eq!((i.state, i.passthrough, i.mediated), (1, 0, 1));
+    stage_copy(&p.t0.join(rel), &staging);
+    assert_eq!(cutover(&mut c, &p.pool, &oid, 100, Some(i.write_seq)), 0);
+    let i = inspect(&mut c, &p.pool, &oid);
+    assert_eq!((i.state, i.current, i.generation), (7, 1, 1));
+    assert_eq!(i.rel, rel, "REL_PATH unchanged");
+    // A3: nested path kept on the destination.
+    assert!(p.t1.join(rel).is_file(), "destination at the same rel_path");
+    assert!(!p.t1.join("object.txt").exists());
+    // A1: out-of-band write to the old source is never visible.
+    fs::write(p.t0.join(rel), b"STALE SOURCE").unwrap();
+    let mut got = vec![0u8; 16];
+    h.read_exact_at(&mut got, 0).unwrap();
+    assert_eq!(&got[..], &data[..16], "reads hit the destination");
+    h.write_all_at(b"AFTER-CUTOVER", 0).unwrap();
+    h.set_len(200 << 10).unwrap();
+    h.sync_all().unwrap();
+    let dest = fs::read(p.t1.join(rel)).unwrap();
+    assert_eq!(&dest[..13], b"AFTER-CUTOVER");
+    assert_eq!(dest.len(), 200 << 10, "ftruncate reached the destination");
+    assert_eq!(cleanup(&mut c, &p.pool, &oid, 100), 0);
+    assert!(!p.t0.join(rel).exists(), "source copy removed by cleanup");
+    drop(h);
+    assert_eq!(ino_of(&p.mnt(rel)), ino, "inode number unchanged");
+    let mut f = File::open(p.mnt(rel)).unwrap();
+    let mut all = Vec::new();
+    f.read_to_end(&mut all).unwrap();
+    assert_eq!(&all[..13], b"AFTER-CUTOVER");
+    assert_eq!(&all[13..1000], &data[13..1000]);
+    drop(f); // a passthrough handle would block the next plan (gate 14)
+    assert!(staging_dir_empty(p.t1.path()));
+    // S9.2 item 2: every transition announced, in order.
+    let mut states = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while states.len() < 5 && Instant::now() < deadline {
+        if let Ok(ev) = events.recv_timeout(Duration::from_millis(500))
+            && let Event::MoveState(m) = ev.event
+        {
+            states.push(m.movement_state.as_str().to_string());
+        }
+    }
+    assert_eq!(
+        states,
+        [
+            "plan_accepted",
+            "cutover_in_progress",
+            "switched",
+            "cleanup_in_progress",
+            "cleanup_complete"
+        ]
+    );
+    // S9.4 A2: and back in the same mount.
+    let staging = plan(&mut c, &p.pool, &oid, 0, 101).expect("plan back");
+    stage_copy(&p.t1.join(rel), &staging);
+    assert_eq!(cutover(&mut c, &p.pool, &oid, 101, None), 0);
+    assert_eq!(cleanup(&mut c, &p.pool, &oid, 101), 0);
+    assert_eq!(p.holders(rel), vec![0]);
+    assert_eq!(fs::read(p.mnt(rel)).unwrap(), all);
+}
+
+#[test]
+fn s11_a2_reissue_rechecks_permission_as_the_opener() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let p = TwoTierPool::new("ext4", "ext4", "");
+    let rel = "shared.bin";
+    write_synced(&p.mnt(rel), &pattern(64 << 10, 3));
+    fs::set_permissions(p.mnt(rel), fs::Permissions::from_mode(0o644)).unwrap();
+    let oid = oid_of(&p.mnt(rel));
+    let mut c = client(&p.pool);
+    let staging = plan(&mut c, &p.pool, &oid, 1, 7).expect("plan");
+    // Open as nobody on a thread whose fsuid/fsgid are nobody's.
+    let path = p.mnt(rel);
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        unsafe {
+            libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>());
+            libc::syscall(libc::SYS_setfsgid, 65534);
+            libc::syscall(libc::SYS_setfsuid, 65534);
+        }
+        let f = File::open(&path).expect("nobody can open a 0644 file");
+        rx.recv().unwrap();
+        let mut buf = vec![0u8; 4096];
+        let r = f.read_at(&mut buf, 0);
+        done_tx.send(r.map_err(|e| e.raw_os_error())).unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    stage_copy(&p.t0.join(rel), &staging);
+    assert_eq!(cutover(&mut c, &p.pool, &oid, 7, None), 0);
+    fs::set_permissions(p.t1.join(rel), fs::Permissions::from_mode(0o000)).unwrap();
+    tx.send(()).unwrap();
+    let r = done_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    reader.join().unwrap();
+    match r {
+        Err(Some(e)) if e == libc::EACCES || e == libc::EPERM => {}
+        other => panic!("expected EACCES/EPERM after the reissue, got {other:?}"),
+    }
+}
+
+#[test]
+fn s12_a3_s13_a4_passthrough_handles_gate_the_move() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let p = TwoTierPool::new("ext4", "ext4", "");
+    let rel = "pt.bin";
+    write_synced(&p.mnt(rel), &pattern(8192, 1));
+    let oid = oid_of(&p.mnt(rel));
+    let mut c = client(&p.pool);
+    let h = File::open(p.mnt(rel)).unwrap();
+    let i = inspect(&mut c, &p.pool, &oid);
+    if i.passthrough == 0 {
+        eprintln!(
+            "SKIPPED: kernel did not give a passthrough handle (mediated {})",
+            i.mediated
+        );
+        assert!(!in_ci() || i.mediated == 1);
+        return;
+    }
+    assert_eq!(plan(&mut c, &p.pool, &oid, 1, 1), Err(libc::EBUSY));
+    let r = c
+        .request(Command::RevokeMappings, &base(&p.pool, &oid))
+        .expect("REVOKE_MAPPINGS");
+    assert_eq!(r.attrs().require_u32(Attr::PassthroughHandles).unwrap(), 1);
+    // While the passthrough handle is open, new opens join it (S13.1/4).
+    let h2 = File::open(p.mnt(rel)).unwrap();
+    assert_eq!(inspect(&mut c, &p.pool, &oid).passthrough, 2);
+    drop(h2);
+    drop(h);
+    let _h3 = File::open(p.mnt(rel)).unwrap();
+    let i = inspect(&mut c, &p.pool, &oid);
+    assert_eq!(
+        (i.passthrough, i.mediated),
+        (0, 1),
+        "revoked: later opens mediated"
+    );
+    assert!(plan(&mut c, &p.pool, &oid, 1, 2).is_ok());
+}
+
+#[test]
+fn s11_a5_a6_writes_wait_for_the_cutover_and_the_drain_times_out() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let t0 = LoopTier::new("ext4", 512);
+    let t1 = LoopTier::new("ext4", 512);
+    let flag = scratch_dir("smoothfs-fp-");
+    let hold = flag.path().join("release-cutover");
+    let slow_flag = flag.path().join("slow-writes");
+    let fp = format!(
+        "cutover_after_drain=1*wait({});write_in_drain=sleepif({},4000)",
+        hold.display(),
+        slow_flag.display()
+    );
+    let pool = Pool::mount_with_env(
+        &[t0.path(), t1.path()],
+        "",
+        &[("SMOOTHFS_FAILPOINTS", fp.as_str())],
+    );
+    let rel = "busy.bin";
+    write_synced(&pool.join(rel), &pattern(64 << 10, 9));
+    let oid = oid_of(&pool.join(rel));
+    let mut c = client(&pool);
+    let staging = plan(&mut c, &pool, &oid, 1, 1).expect("plan");
+    let mut h = OpenOptions::new().write(true).open(pool.join(rel)).unwrap();
+    stage_copy(&t0.join(rel), &staging);
+    let ws = inspect(&mut c, &pool, &oid).write_seq;
+    // A5: the cutover holds after the drain; a write issued now waits.
+    let uuid = pool.uuid().to_string();
+    let oid2 = oid.clone();
+    let cut = std::thread::spawn(move || {
+        let u = uuid::Uuid::parse_str(&uuid).unwrap();
+        let mut c = Client::connect_pool(&u).unwrap();
+        let mut a = AttrBuf::new();
+        a.put_bytes(Attr::PoolUuid, u.as_bytes())
+            .put_bytes(Attr::ObjectId, &oid2)
+            .put_u64(Attr::TransactionSeq, 1)
+            .put_u64(Attr::WriteSeq, ws);
+        errno_of(&c.request(Command::MoveCutover, &a))
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let writer = std::thread::spawn(move || {
+        h.seek(SeekFrom::Start(0)).unwrap();
+        // 1st write: held by the cutover's drain.
+        h.write_all(b"WRITTEN-DURING-CUTOVER").unwrap();
+        h.sync_all().unwrap();
+        h
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !writer.is_finished(),
+        "the write waits while the cutover runs"
+    );
+    fs::write(&hold, b"go").unwrap();
+    assert_eq!(cut.join().unwrap(), 0, "cutover succeeds");
+    let mut h = writer.join().unwrap();
+    assert_eq!(
+        &fs::read(t1.join(rel)).unwrap()[..22],
+        b"WRITTEN-DURING-CUTOVER",
+        "the held write landed on the destination"
+    );
+    assert_eq!(cleanup(&mut c, &pool, &oid, 1), 0);
+    // A6: a write stuck for 4 s (while slow_flag exists) vs a 1 s drain timeout.
+    let mut a = AttrBuf::new();
+    a.put_bytes(
+        Attr::PoolUuid,
+        uuid::Uuid::parse_str(pool.uuid()).unwrap().as_bytes(),
+    )
+    .put_str(Attr::Name, "cutover_drain_timeout_ms")
+    .put_str(Attr::Value, "1000");
+    c.request(Command::SetTunable, &a).expect("SET_TUNABLE");
+    let staging = plan(&mut c, &pool, &oid, 0, 2).expect("plan back");
+    stage_copy(&t1.join(rel), &staging);
+    let ws = inspect(&mut c, &pool, &oid).write_seq;
+    fs::write(&slow_flag, b"armed").unwrap();
+    let slow = std::thread::spawn(move || {
+        h.write_all(b"slow").unwrap();
+        h
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    assert_eq!(cutover(&mut c, &pool, &oid, 2, Some(ws)), libc::EBUSY);
+    assert!(t.elapsed() >= Duration::from_millis(900));
+    assert_eq!(
+        inspect(&mut c, &pool, &oid).state,
+        1,
+        "back to plan_accepted"
+    );
+    let _h = slow.join().unwrap();
+    fs::remove_file(&slow_flag).unwrap();
+    // The write changed the source: copy again, new write_seq, success.
+    let ws = inspect(&mut c, &pool, &oid).write_seq;
+    fs::remove_file(&staging).unwrap();
+    stage_copy(&t1.join(rel), &staging);
+    assert_eq!(cutover(&mut c, &pool, &oid, 2, Some(ws)), 0);
+}
+
+/// Crash the daemon at failpoint `fp` during a 0 -> 1 move, remount, and
+/// check the outcome: the file is on `expect_tier` only, bytes and inode
+/// intact, no staging leftovers, state placed.
+fn crash_at(fp: &str, expect_tier: usize) {
+    let t0 = LoopTier::new("ext4", 512);
+    let t1 = LoopTier::new("ext4", 512);
+    let spec = format!("{fp}=crash");
+    let mut pool = Pool::mount_with_env(
+        &[t0.path(), t1.path()],
+        "",
+        &[("SMOOTHFS_FAILPOINTS", spec.as_str())],
+    );
+    let rel = "d1/d2/victim.bin";
+    fs::create_dir_all(pool.join("d1/d2")).unwrap();
+    let data = pattern(300_000, 11);
+    write_synced(&pool.join(rel), &data);
+    let ino = ino_of(&pool.join(rel));
+    let oid = oid_of(&pool.join(rel));
+    let mut c = client(&pool);
+    match plan(&mut c, &pool, &oid, 1, 5) {
+        Ok(staging) => {
+            stage_copy(&t0.join(rel), &staging);
+            let _ = cutover(&mut c, &pool, &oid, 5, None);
+            let _ = cleanup(&mut c, &pool, &oid, 5);
+        }
+        Err(_) => {}
+    }
+    drop(c);
+    pool.wait_crashed(Duration::from_secs(10));
+    pool.clear_env();
+    pool.remount();
+    let holders = tiers_holding(&[t0.path(), t1.path()], rel);
+    assert_eq!(
+        holders,
+        vec![expect_tier],
+        "{fp}: one copy, on the right tier"
+    );
+    assert_eq!(
+        fs::read(pool.join(rel)).unwrap(),
+        data,
+        "{fp}: bytes intact"
+    );
+    assert_eq!(ino_of(&pool.join(rel)), ino, "{fp}: inode unchanged");
+    assert!(staging_dir_empty(t0.path()) && staging_dir_empty(t1.path()));
+    let mut c = client(&pool);
+    let i = inspect(&mut c, &pool, &oid);
+    assert_eq!((i.state, i.current as usize), (0, expect_tier), "{fp}");
+    // And it can move again.
+    let dest = 1 - expect_tier as u8;
+    let staging = plan(&mut c, &pool, &oid, dest, 6).expect("plan after recovery");
+    stage_copy(&[t0.path(), t1.path()][expect_tier].join(rel), &staging);
+    assert_eq!(cutover(&mut c, &pool, &oid, 6, None), 0);
+    assert_eq!(cleanup(&mut c, &pool, &oid, 6), 0);
+    assert_eq!(fs::read(pool.join(rel)).unwrap(), data);
+}
+
+#[test]
+fn s19_crash_after_plan_rolls_back() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    crash_at("plan_after_journal", 0);
+}
+
+#[test]
+fn s19_crash_in_cutover_before_drain_rolls_back() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    crash_at("cutover_before_drain", 0);
+}
+
+#[test]
+fn s19_crash_after_rename_before_switch_rolls_back() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    crash_at("cutover_before_switch_journal", 0);
+}
+
+#[test]
+fn s19_crash_after_switch_rolls_forward() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    crash_at("cutover_after_switch_journal", 1);
+}
+
+#[test]
+fn s19_crash_during_cleanup_rolls_forward() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    crash_at("cleanup_before_remove", 1);
+}
