@@ -222,6 +222,19 @@ impl EventHub {
 // Request handling
 // ---------------------------------------------------------------------------
 
+/// One heat drain (S6.3): every changed object's record goes out in
+/// HEAT_SAMPLE events of at most 256 records; chunks no subscriber took
+/// stay in the counters for the next drain.
+pub fn drain_heat(ns: &Namespace, hub: &EventHub) -> crate::heat::DrainReport {
+    ns.heat
+        .drain_and_deliver(crate::heat::wall_clock_ns(), |recs| {
+            hub.publish_heat(&Event::HeatSample(smoothfs_uapi::event::HeatSample {
+                pool_uuid: hub.pool_uuid(),
+                records: recs.to_vec(),
+            })) > 0
+        })
+}
+
 /// What the pool knows about itself beyond the namespace.
 #[derive(Clone, Debug)]
 pub struct PoolInfo {
@@ -267,8 +280,6 @@ pub struct Control {
     mounted_at: Instant,
     /// (last_reconcile_reason, last_reconcile_at in unix seconds).
     reconciled: Mutex<(String, u64)>,
-    /// Runs a heat drain now (RECONCILE, S15.2).
-    pub heat_drain: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl Control {
@@ -281,7 +292,6 @@ impl Control {
             caps: Mutex::new(caps),
             mounted_at: Instant::now(),
             reconciled: Mutex::new((String::new(), 0)),
-            heat_drain: std::sync::OnceLock::new(),
         })
     }
 
@@ -575,6 +585,19 @@ impl Control {
             v.push(("last_reconcile_reason", r.0.clone()));
             v.push(("last_reconcile_at", r.1.to_string()));
         }
+        // heat
+        v.push((
+            "heat_records_sent_total",
+            ns.heat.records_sent_total().to_string(),
+        ));
+        v.push((
+            "heat_records_deferred",
+            ns.heat.records_deferred().to_string(),
+        ));
+        v.push((
+            "heat_estimated_bytes_total",
+            ns.heat.estimated_bytes_total().to_string(),
+        ));
         // Subsystems that are not built yet: their counters are truly zero.
         for name in NOT_BUILT_ZERO {
             v.push((name, "0".to_string()));
@@ -941,9 +964,7 @@ impl Control {
                 .map(|d| d.as_secs())
                 .unwrap_or(0);
         }
-        if let Some(drain) = self.heat_drain.get() {
-            drain();
-        }
+        drain_heat(&self.ns, &self.hub);
         info!("reconcile: {reason}");
         Ok(req.reply())
     }
@@ -1154,9 +1175,6 @@ struct View {
 const NOT_BUILT_ZERO: &[&str] = &[
     "spill_writes_total",
     "spill_writes_failed_all_tiers",
-    "heat_records_sent_total",
-    "heat_records_deferred",
-    "heat_estimated_bytes_total",
     "tier_faults_total",
     "write_staging_supported",
     "staged_bytes",

@@ -49,6 +49,10 @@ struct Handle {
     backing: Option<Arc<BackingId>>,
     /// The handle that created a spilled file reports SPILL at release.
     created: bool,
+    /// Passthrough I/O never reaches us: estimated at release (S6.2).
+    heat_ticket: Mutex<Option<crate::heat::PassthroughTicket>>,
+    /// Opened by the daemon itself (lease break): no heat (S8.5).
+    internal: bool,
 }
 
 /// An open directory: the merged listing snapshot taken at offset 0 (S2.3).
@@ -349,7 +353,32 @@ impl SmoothFs {
         } else {
             sys::proc_groups(req.pid())
         };
+        let internal = req.pid() == std::process::id();
+        let oid = live.oid;
+        let heat_ticket = match &backing {
+            Some(_) if !internal => {
+                let acc = flags & libc::O_ACCMODE;
+                match self.ns.heat.track_passthrough(
+                    oid,
+                    fd.as_fd(),
+                    acc != libc::O_WRONLY,
+                    acc != libc::O_RDONLY,
+                ) {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        debug!("heat tracking of a passthrough handle: {e}");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        if !internal {
+            self.ns.heat.open(oid);
+        }
         let h = Arc::new(Handle {
+            heat_ticket: Mutex::new(heat_ticket),
+            internal,
             ino: live.ino,
             fd: Mutex::new(Arc::new(fd)),
             gen_: AtomicU32::new(live.cutover_gen.load(Ordering::Acquire)),
@@ -761,6 +790,9 @@ impl Filesystem for SmoothFs {
                 Err(e) => return reply.error(Errno::from(e)),
             }
         }
+        if !h.internal {
+            self.ns.heat.read(h.live.oid, done as u64);
+        }
         reply.data(&buf[..done]);
     }
 
@@ -801,6 +833,9 @@ impl Filesystem for SmoothFs {
             }
         }
         h.live.wrote();
+        if !h.internal {
+            self.ns.heat.write(h.live.oid, done as u64);
+        }
         reply.written(done as u32);
     }
 
@@ -827,6 +862,9 @@ impl Filesystem for SmoothFs {
     ) {
         let h = self.handles.write().remove(&fh.0);
         if let Some(h) = h {
+            if let Some(t) = h.heat_ticket.lock().take() {
+                self.ns.heat.release_passthrough(t);
+            }
             self.release_mode(&h.live, h.backing.is_some());
             let fd = Arc::clone(&h.fd.lock());
             if let Ok(st) = sys::fstat(fd.as_fd()) {

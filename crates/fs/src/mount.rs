@@ -27,24 +27,36 @@ use crate::probe;
 use crate::sys;
 use crate::tier::Tier;
 
-/// The data plane's periodic work: cleanup after `cleanup_grace_s` (S9.2)
-/// and eviction of idle live objects.
+/// The data plane's periodic work: heat drains every `heat_interval_ms`
+/// (S6.3), cleanup after `cleanup_grace_s` (S9.2) and eviction of idle
+/// live objects.
 struct Maintenance {
     stop: Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Maintenance {
-    fn start(ns: Arc<Namespace>) -> Maintenance {
+    fn start(
+        ns: Arc<Namespace>,
+        hub: Arc<control::EventHub>,
+        heat_interval_ms: u32,
+    ) -> Maintenance {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
             .name("smoothfs-maint".into())
             .spawn(move || {
                 let mut last_sweep = std::time::Instant::now();
+                let mut last_heat = std::time::Instant::now();
+                let heat_every =
+                    std::time::Duration::from_millis(u64::from(heat_interval_ms.max(100)));
                 while !flag.load(Ordering::Acquire) {
                     std::thread::sleep(std::time::Duration::from_millis(250));
                     ns.auto_cleanup();
+                    if last_heat.elapsed() >= heat_every {
+                        control::drain_heat(&ns, &hub);
+                        last_heat = std::time::Instant::now();
+                    }
                     if last_sweep.elapsed() >= std::time::Duration::from_secs(10) {
                         ns.live.sweep();
                         last_sweep = std::time::Instant::now();
@@ -315,7 +327,11 @@ pub fn run(opts: MountOptions, ready: impl FnOnce()) -> Result<()> {
             return Err(e);
         }
     };
-    let maint = Maintenance::start(Arc::clone(&prepared.ns));
+    let maint = Maintenance::start(
+        Arc::clone(&prepared.ns),
+        Arc::clone(&hub),
+        prepared.opts.tunables.heat_interval_ms,
+    );
     hub.set_ready();
     info!("mounted pool '{pool_name}' with {n_tiers} tier(s)");
     spawn_signal_thread(mountpoint.clone());

@@ -140,6 +140,8 @@ pub struct Namespace {
     pub live: crate::live::Live,
     /// Movement settings and counters (S11, S15).
     pub moves: crate::movement::MoveCtl,
+    /// Heat counters (S6).
+    pub heat: crate::heat::HeatTable,
 }
 
 pub fn join(parent: &OsStr, name: &OsStr) -> OsString {
@@ -206,6 +208,7 @@ impl Namespace {
             ns_lock: Mutex::new(()),
             live: crate::live::Live::default(),
             moves: crate::movement::MoveCtl::default(),
+            heat: crate::heat::HeatTable::new(),
         };
         ns.nodes.write().insert(
             ROOT_INO,
