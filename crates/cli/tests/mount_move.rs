@@ -471,3 +471,114 @@ fn s19_crash_during_cleanup_rolls_forward() {
     }
     crash_at("cleanup_before_remove", 1);
 }
+
+#[test]
+fn s13_a3_shared_mapping_on_a_mediated_file_follows_the_move() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let p = TwoTierPool::new("ext4", "ext4", "");
+    let rel = "mapped.bin";
+    write_synced(&p.mnt(rel), &vec![b'.'; 16384]);
+    let oid = oid_of(&p.mnt(rel));
+    let mut c = client(&p.pool);
+    let mut a = base(&p.pool, &oid);
+    a.put_bool(Attr::Mediated, true);
+    c.request(Command::PinSet, &a).expect("PIN_SET MEDIATED");
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(p.mnt(rel))
+        .unwrap();
+    let i = inspect(&mut c, &p.pool, &oid);
+    assert_eq!((i.passthrough, i.mediated), (0, 1), "always_mediated");
+    use std::os::fd::AsRawFd;
+    let len = 16384usize;
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(map, libc::MAP_FAILED);
+    let staging = plan(&mut c, &p.pool, &oid, 1, 1).expect("plan with a mediated mapping");
+    stage_copy(&p.t0.join(rel), &staging);
+    assert_eq!(cutover(&mut c, &p.pool, &oid, 1, None), 0);
+    unsafe {
+        std::ptr::copy_nonoverlapping(b"MAPPED-WRITE".as_ptr(), map.cast::<u8>(), 12);
+        assert_eq!(libc::msync(map, len, libc::MS_SYNC), 0);
+        libc::munmap(map, len);
+    }
+    drop(f);
+    assert_eq!(cleanup(&mut c, &p.pool, &oid, 1), 0);
+    let dest = fs::read(p.t1.join(rel)).unwrap();
+    assert_eq!(
+        &dest[..12],
+        b"MAPPED-WRITE",
+        "written back to the destination"
+    );
+    assert_eq!(p.holders(rel), vec![1]);
+}
+
+#[test]
+fn s13_a5_concurrent_opens_never_mix_modes() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let p = TwoTierPool::new("ext4", "ext4", "");
+    let rel = "contended.bin";
+    write_synced(&p.mnt(rel), &pattern(4096, 4));
+    let oid = oid_of(&p.mnt(rel));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for w in 0..2 {
+        let path = p.mnt(rel);
+        let stop = std::sync::Arc::clone(&stop);
+        workers.push(std::thread::spawn(move || {
+            let mut n = 0;
+            while n < 2500 && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let f = if w == 0 {
+                    File::open(&path)
+                } else {
+                    OpenOptions::new().read(true).write(true).open(&path)
+                }
+                .unwrap();
+                drop(f);
+                n += 1;
+            }
+            n
+        }));
+    }
+    let mut c = client(&p.pool);
+    let mut samples = 0;
+    // A REVOKE_MAPPINGS now and then forces the mediated rule for new opens.
+    while workers.iter().any(|w| !w.is_finished()) {
+        let i = inspect(&mut c, &p.pool, &oid);
+        assert!(
+            i.passthrough == 0 || i.mediated == 0,
+            "modes mixed: {} passthrough, {} mediated",
+            i.passthrough,
+            i.mediated
+        );
+        samples += 1;
+        if samples % 50 == 0 {
+            let _ = c.request(Command::RevokeMappings, &base(&p.pool, &oid));
+        }
+        if samples % 75 == 0 {
+            let mut r = AttrBuf::new();
+            r.put_bytes(
+                Attr::PoolUuid,
+                uuid::Uuid::parse_str(p.pool.uuid()).unwrap().as_bytes(),
+            );
+            let _ = c.request(Command::Reconcile, &r);
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let total: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    assert_eq!(total, 5000);
+    assert!(samples > 10, "INSPECT sampled only {samples} times");
+}
