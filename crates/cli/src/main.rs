@@ -3,6 +3,7 @@
 //! Invoked as `mount.fuse.smoothfs` (argv[0]) it behaves as the mount
 //! helper of S1.4: `mount.fuse.smoothfs SOURCE MOUNTPOINT [-o OPTS] [-n] [-s] [-f] [-v]`.
 
+mod movecmd;
 mod ops;
 mod pool;
 
@@ -44,6 +45,8 @@ enum Cmd {
     Inspect(ops::InspectArgs),
     /// Print a pool's events as JSON lines (S26.5).
     Events(ops::EventsArgs),
+    /// Move a file to another tier now (operator move, S10.2, S26.6).
+    Move(movecmd::MoveArgs),
 }
 
 #[derive(clap::Args)]
@@ -88,6 +91,7 @@ fn main() -> ExitCode {
         Cmd::Status(a) => ops::status(a),
         Cmd::Inspect(a) => ops::inspect(a),
         Cmd::Events(a) => ops::events(a),
+        Cmd::Move(a) => movecmd::run(a),
     }
 }
 

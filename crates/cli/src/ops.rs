@@ -63,20 +63,20 @@ pub struct EventsArgs {
 }
 
 /// A failed command: exit status and message.
-struct Fail {
-    code: u8,
-    msg: String,
+pub(crate) struct Fail {
+    pub(crate) code: u8,
+    pub(crate) msg: String,
 }
 
 impl Fail {
-    fn usage(msg: impl Into<String>) -> Fail {
+    pub(crate) fn usage(msg: impl Into<String>) -> Fail {
         Fail {
             code: 1,
             msg: msg.into(),
         }
     }
 
-    fn op(errno: i32, msg: impl std::fmt::Display) -> Fail {
+    pub(crate) fn op(errno: i32, msg: impl std::fmt::Display) -> Fail {
         Fail {
             code: 2,
             msg: format!("{}: {msg}", errno_name(errno)),
@@ -97,7 +97,7 @@ impl From<UapiError> for Fail {
     }
 }
 
-fn finish(r: Result<(), Fail>) -> ExitCode {
+pub(crate) fn finish(r: Result<(), Fail>) -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
@@ -112,11 +112,11 @@ fn finish(r: Result<(), Fail>) -> ExitCode {
 // ---------------------------------------------------------------------------
 
 #[derive(Clone, Debug)]
-struct PoolRecord {
-    name: String,
-    uuid: Uuid,
-    mountpoint: PathBuf,
-    socket: PathBuf,
+pub(crate) struct PoolRecord {
+    pub(crate) name: String,
+    pub(crate) uuid: Uuid,
+    pub(crate) mountpoint: PathBuf,
+    pub(crate) socket: PathBuf,
 }
 
 fn pid_alive(pid: i64) -> bool {
@@ -202,7 +202,7 @@ fn pool_attrs(p: &PoolRecord) -> AttrBuf {
     a
 }
 
-fn connect(p: &PoolRecord) -> Result<Client, Fail> {
+pub(crate) fn connect(p: &PoolRecord) -> Result<Client, Fail> {
     Ok(Client::connect(&p.socket)?)
 }
 
@@ -210,7 +210,7 @@ fn connect(p: &PoolRecord) -> Result<Client, Fail> {
 // JSON rendering of attributes
 // ---------------------------------------------------------------------------
 
-fn hex(b: &[u8]) -> String {
+pub(crate) fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
@@ -383,7 +383,7 @@ fn parse_oid(s: &str) -> Option<[u8; 16]> {
 
 /// The absolute path of `p` with its parent's symlinks resolved (the final
 /// component itself is not followed, so a symlink is inspected as itself).
-fn absolute(p: &Path) -> Result<PathBuf, Fail> {
+pub(crate) fn absolute(p: &Path) -> Result<PathBuf, Fail> {
     let io = |e: std::io::Error| {
         Fail::op(
             e.raw_os_error().unwrap_or(libc::EIO),
@@ -404,31 +404,39 @@ fn absolute(p: &Path) -> Result<PathBuf, Fail> {
     }
 }
 
+/// The mounted pool that holds `path` (the one with the longest matching
+/// mountpoint, among those `sel` names if given) and `path` relative to its
+/// mountpoint (empty for the pool root).
+pub(crate) fn pool_for_path(path: &Path, sel: Option<&str>) -> Result<(PoolRecord, PathBuf), Fail> {
+    let abs = absolute(path)?;
+    let mut pools = pool_records();
+    if let Some(sel) = sel {
+        let by_uuid = Uuid::parse_str(sel).ok();
+        pools.retain(|p| p.name == *sel || Some(p.uuid) == by_uuid);
+    }
+    let pool = pools
+        .into_iter()
+        .filter(|p| abs.starts_with(&p.mountpoint))
+        .max_by_key(|p| p.mountpoint.as_os_str().len())
+        .ok_or_else(|| {
+            Fail::op(
+                libc::ENOENT,
+                format!("{} is not inside a mounted smoothfs pool", abs.display()),
+            )
+        })?;
+    let rel = abs
+        .strip_prefix(&pool.mountpoint)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    Ok((pool, rel))
+}
+
 fn run_inspect(a: &InspectArgs) -> Result<(), Fail> {
     let (pool, oid, rel): (PoolRecord, [u8; 16], Option<PathBuf>) =
         match parse_oid(&a.target).filter(|_| !Path::new(&a.target).exists()) {
             Some(oid) => (select_pool(a.pool.as_deref())?, oid, None),
             None => {
-                let abs = absolute(Path::new(&a.target))?;
-                let mut pools = pool_records();
-                if let Some(sel) = &a.pool {
-                    let by_uuid = Uuid::parse_str(sel).ok();
-                    pools.retain(|p| p.name == *sel || Some(p.uuid) == by_uuid);
-                }
-                let pool = pools
-                    .into_iter()
-                    .filter(|p| abs.starts_with(&p.mountpoint))
-                    .max_by_key(|p| p.mountpoint.as_os_str().len())
-                    .ok_or_else(|| {
-                        Fail::op(
-                            libc::ENOENT,
-                            format!("{} is not inside a mounted smoothfs pool", abs.display()),
-                        )
-                    })?;
-                let rel = abs
-                    .strip_prefix(&pool.mountpoint)
-                    .map(Path::to_path_buf)
-                    .unwrap_or_default();
+                let (pool, rel) = pool_for_path(Path::new(&a.target), a.pool.as_deref())?;
                 if rel.as_os_str().is_empty() {
                     // The pool root: OID all zeros.
                     (pool, [0u8; 16], Some(rel))
@@ -481,7 +489,7 @@ pub fn events(a: EventsArgs) -> ExitCode {
 }
 
 /// RFC 3339 UTC with milliseconds.
-fn rfc3339_ms(t: SystemTime) -> String {
+pub(crate) fn rfc3339_ms(t: SystemTime) -> String {
     let d = t
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or(Duration::ZERO);

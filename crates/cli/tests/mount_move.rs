@@ -131,7 +131,7 @@ fn s11_a1_a3_nested_cutover_handle_follows_and_events() {
 
     let staging = plan(&mut c, &p.pool, &oid, 1, 100).expect("plan accepted");
     // Opened after the plan: mediated (S12.1), read-write.
-    let mut h = OpenOptions::new()
+    let h = OpenOptions::new()
         .read(true)
         .write(true)
         .open(p.mnt(rel))
@@ -395,13 +395,10 @@ fn crash_at(fp: &str, expect_tier: usize) {
     let ino = ino_of(&pool.join(rel));
     let oid = oid_of(&pool.join(rel));
     let mut c = client(&pool);
-    match plan(&mut c, &pool, &oid, 1, 5) {
-        Ok(staging) => {
-            stage_copy(&t0.join(rel), &staging);
-            let _ = cutover(&mut c, &pool, &oid, 5, None);
-            let _ = cleanup(&mut c, &pool, &oid, 5);
-        }
-        Err(_) => {}
+    if let Ok(staging) = plan(&mut c, &pool, &oid, 1, 5) {
+        stage_copy(&t0.join(rel), &staging);
+        let _ = cutover(&mut c, &pool, &oid, 5, None);
+        let _ = cleanup(&mut c, &pool, &oid, 5);
     }
     drop(c);
     pool.wait_crashed(Duration::from_secs(10));

@@ -1,3 +1,15 @@
 //! smoothfs control plane: SQLite store, heat aggregation, planner, worker,
 //! recovery. It decides *which* object moves; it never swaps an object's
 //! authoritative lower file itself (that is the data plane's cutover).
+//!
+//! Modules so far:
+//! - [`copy`]: copying one lower file into a staging file with its
+//!   metadata, and verifying it (S10.3, S10.4); needs no mount.
+//! - [`dataplane`]: typed wrappers for the pool-socket commands the worker
+//!   uses (INSPECT, RESOLVE_PATH, STATUS, MOVE_*, REVOKE_MAPPINGS).
+//! - [`worker`]: one move, steps W1–W12 of S10.2, reporting every
+//!   transition to a [`worker::MoveObserver`].
+
+pub mod copy;
+pub mod dataplane;
+pub mod worker;

@@ -125,6 +125,9 @@ pub struct Live {
     objs: Mutex<HashMap<u64, Arc<LiveObj>>>,
     /// Highest write_seq of any evicted object.
     floor: AtomicU64,
+    /// Cutover generations of evicted objects that have moved in this mount,
+    /// so GENERATION keeps counting across eviction (S9.4 A1).
+    gens: Mutex<HashMap<u64, u32>>,
 }
 
 impl Live {
@@ -140,6 +143,9 @@ impl Live {
             return Arc::clone(o);
         }
         let o = Arc::new(LiveObj::new(ino, oid, self.floor.load(Ordering::Acquire)));
+        if let Some(g) = self.gens.lock().get(&ino) {
+            o.cutover_gen.store(*g, Ordering::Release);
+        }
         objs.insert(ino, Arc::clone(&o));
         o
     }
@@ -170,8 +176,7 @@ impl Live {
             if Arc::strong_count(o) > 1 || !o.evictable() {
                 return true;
             }
-            self.floor
-                .fetch_max(o.write_seq.load(Ordering::Acquire), Ordering::AcqRel);
+            self.retire(o);
             false
         });
         before - objs.len()
@@ -184,9 +189,17 @@ impl Live {
             && Arc::strong_count(o) == 1
             && o.evictable()
         {
-            self.floor
-                .fetch_max(o.write_seq.load(Ordering::Acquire), Ordering::AcqRel);
+            self.retire(o);
             objs.remove(&ino);
+        }
+    }
+
+    fn retire(&self, o: &LiveObj) {
+        self.floor
+            .fetch_max(o.write_seq.load(Ordering::Acquire), Ordering::AcqRel);
+        let g = o.cutover_gen.load(Ordering::Acquire);
+        if g > 0 {
+            self.gens.lock().insert(o.ino, g);
         }
     }
 
@@ -224,6 +237,7 @@ mod tests {
         o.wrote();
         o.wrote();
         assert_eq!(o.write_seq.load(Ordering::Relaxed), 2);
+        o.cutover_gen.store(3, Ordering::Relaxed);
         drop(o);
         live.maybe_evict(5);
         assert!(live.get(5).is_none());
@@ -231,6 +245,7 @@ mod tests {
         assert_eq!(o.write_seq.load(Ordering::Relaxed), 2);
         o.wrote();
         assert_eq!(o.write_seq.load(Ordering::Relaxed), 3);
+        assert_eq!(o.cutover_gen.load(Ordering::Relaxed), 3, "generation kept");
     }
 
     #[test]

@@ -324,7 +324,10 @@ impl Namespace {
             .statfs()
             .map_err(|e| Error::io(format!("statfs tier {dest}"), e))?;
         let free = vfs.f_bavail.saturating_mul(vfs.f_frsize);
-        let size = u64::try_from(st.st_size).unwrap_or(0);
+        // A sparse file needs only its allocated bytes (holes stay holes).
+        let size = u64::try_from(st.st_size)
+            .unwrap_or(0)
+            .min(u64::try_from(st.st_blocks).unwrap_or(0).saturating_mul(512));
         let full_pct = self.full_pct.load(Ordering::Relaxed) as u32;
         if dt.near_full(full_pct).unwrap_or(true) || free < size.saturating_add(MOVE_RESERVE_BYTES)
         {

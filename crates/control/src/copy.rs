@@ -1,0 +1,1176 @@
+//! Copying one object's bytes and metadata from its source lower file to a
+//! staging file on the destination tier (SPEC S10.3, S10.4), and verifying
+//! the result (S10.2 W8).
+//!
+//! Owns: the copy method ladder (FICLONE → `copy_file_range` → read/write),
+//! sparse-range discovery, the BLAKE3 of the logical file, metadata
+//! transfer and its verification, the bandwidth [`Throttle`], cancellation
+//! and progress reporting. It needs no mount and no control socket, so it
+//! is unit-tested on plain temp files.
+//!
+//! Must never: write to the source, follow a symlink as the source (the
+//! data plane only hands out regular lower files; `O_NOFOLLOW` makes sure),
+//! remove a staging file (the worker and the data plane decide that), or
+//! report success without both hashes and the metadata comparing equal.
+//!
+//! Invariant: the BLAKE3 in a [`CopyReport`] covers the *logical* source
+//! file — holes hash as zeros — so it compares equal to a hash of the
+//! staging file whatever method and whichever holes either side has.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rustix::fs::{Advice, FallocateFlags, IFlags, SeekFrom, Timespec, Timestamps, XattrFlags};
+use rustix::io::Errno;
+use smoothfs_uapi::error::errno_name;
+use smoothfs_uapi::failpoint;
+
+/// `move_chunk_bytes` default (S10.3/1, S29.2).
+pub const DEFAULT_CHUNK_BYTES: usize = 8 << 20;
+/// Smallest and largest accepted `move_chunk_bytes` (S29.2).
+pub const MIN_CHUNK_BYTES: usize = 64 << 10;
+pub const MAX_CHUNK_BYTES: usize = 256 << 20;
+/// Granularity of zero-block detection and buffer alignment (S10.3/2).
+const BLOCK: usize = 4096;
+/// Longest a throttle wait sleeps before rechecking the cancel flag.
+const CANCEL_TICK: Duration = Duration::from_millis(100);
+/// Progress is reported at most this often (plus once at the start and
+/// once at the end), and at least this often while chunks keep completing.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+/// The failpoint evaluated once per copied chunk.
+pub const FAILPOINT_COPY: &str = "worker_copy";
+
+static ZEROS: [u8; 64 << 10] = [0u8; 64 << 10];
+
+// ---------------------------------------------------------------------------
+// Errors and results
+// ---------------------------------------------------------------------------
+
+/// Why a copy or its verification failed. The `Display` text starts with
+/// the spec's failure reason where there is one (`checksum mismatch`,
+/// `metadata mismatch`), because the worker uses it as FAILURE_REASON.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CopyError {
+    /// The cancel flag was raised; the staging file is left in place.
+    #[error("cancelled")]
+    Cancelled,
+    /// The staging file's bytes do not hash like the source's.
+    #[error("checksum mismatch: source {source_blake3}, staging {staging_blake3}")]
+    ChecksumMismatch {
+        source_blake3: String,
+        staging_blake3: String,
+    },
+    /// xattrs, mode, owner or mtime of the staging file differ.
+    #[error("metadata mismatch: {0}")]
+    MetadataMismatch(String),
+    /// The source ended early or otherwise changed under the copy.
+    #[error("source changed during copy: {0}")]
+    SourceChanged(String),
+    /// The `worker_copy` failpoint fired with an `error(errno)` action.
+    #[error("failpoint {FAILPOINT_COPY}: {}", errno_name(*.0))]
+    Failpoint(i32),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl CopyError {
+    fn io(context: impl Into<String>, source: impl Into<io::Error>) -> CopyError {
+        CopyError::Io {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+
+    /// The errno this failure stands for.
+    pub fn errno(&self) -> i32 {
+        match self {
+            CopyError::Cancelled => libc::ECANCELED,
+            CopyError::ChecksumMismatch { .. } | CopyError::MetadataMismatch(_) => libc::EIO,
+            CopyError::SourceChanged(_) => libc::ESTALE,
+            CopyError::Failpoint(e) => *e,
+            CopyError::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
+        }
+    }
+}
+
+/// Which method moved the bytes (S10.3/1). Also the `method` of the
+/// movement log payload and of `smoothfs_move_bytes_total{method}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CopyMethod {
+    /// FICLONE: the destination shares the source's extents.
+    Reflink,
+    /// `copy_file_range` over the data ranges.
+    CopyFileRange,
+    /// Userspace read/write (also used when a faster method gave up part
+    /// way through).
+    Stream,
+}
+
+impl CopyMethod {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CopyMethod::Reflink => "reflink",
+            CopyMethod::CopyFileRange => "copy_file_range",
+            CopyMethod::Stream => "stream",
+        }
+    }
+}
+
+impl std::fmt::Display for CopyMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the source looked like when the copy started; W9 compares the
+/// source against it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SourceSnapshot {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    /// 512-byte blocks allocated.
+    pub blocks: u64,
+    pub mtime_sec: i64,
+    pub mtime_nsec: i64,
+}
+
+impl SourceSnapshot {
+    fn of(m: &std::fs::Metadata) -> SourceSnapshot {
+        SourceSnapshot {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            blocks: m.blocks(),
+            mtime_sec: m.mtime(),
+            mtime_nsec: m.mtime_nsec(),
+        }
+    }
+
+    /// Whether the file has fewer bytes allocated than its size (S10.2 W6
+    /// preallocates only files that are not sparse).
+    pub fn is_sparse(&self) -> bool {
+        self.blocks.saturating_mul(512) < self.size
+    }
+
+    /// `lstat` of `path` taken now, for the W9 comparison.
+    pub fn lstat(path: &Path) -> Result<SourceSnapshot, CopyError> {
+        let m = std::fs::symlink_metadata(path)
+            .map_err(|e| CopyError::io(format!("lstat {}", path.display()), e))?;
+        Ok(SourceSnapshot::of(&m))
+    }
+
+    /// Size and mtime equal (the W9 "unchanged" test).
+    pub fn same_size_and_mtime(&self, other: &SourceSnapshot) -> bool {
+        self.size == other.size
+            && self.mtime_sec == other.mtime_sec
+            && self.mtime_nsec == other.mtime_nsec
+    }
+}
+
+/// The result of a successful [`copy_into`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CopyReport {
+    /// Logical size of the source (and now of the staging file).
+    pub bytes_total: u64,
+    /// Bytes actually transferred: the data ranges, holes excluded (the
+    /// whole size for a reflink).
+    pub bytes_copied: u64,
+    pub method: CopyMethod,
+    /// BLAKE3 of the source's logical bytes, as hex.
+    pub blake3: String,
+    /// Wall time of data + metadata + fsync (not the verification).
+    pub duration: Duration,
+    /// The source as it was when the copy began.
+    pub source: SourceSnapshot,
+    /// SEEK_DATA/SEEK_HOLE worked on the source (else zero blocks were
+    /// detected instead, S1.3/5).
+    pub sparse_seek: bool,
+}
+
+impl CopyReport {
+    /// Throughput over [`CopyReport::duration`], in MiB/s of logical size.
+    pub fn mib_per_s(&self) -> f64 {
+        let s = self.duration.as_secs_f64();
+        if s <= 0.0 {
+            return 0.0;
+        }
+        self.bytes_total as f64 / (1024.0 * 1024.0) / s
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Throttle
+// ---------------------------------------------------------------------------
+
+/// A token bucket limiting copied bytes per second (S10.3/5), shared by all
+/// workers through an `Arc`. Rate 0 means unlimited; the rate can be
+/// changed while copies run (the tunable `smoothfs_move_bandwidth_bytes_per_s`).
+///
+/// Bytes are paid for before they are copied: a request takes its tokens at
+/// once, going into debt, and sleeps off the debt. The bucket starts empty
+/// and holds at most 100 ms worth of tokens, so a copy never runs faster
+/// than the rate by more than that burst.
+#[derive(Debug)]
+pub struct Throttle {
+    rate: AtomicU64,
+    bucket: Mutex<Bucket>,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    /// May be negative (debt).
+    tokens: f64,
+    last: Instant,
+}
+
+impl Throttle {
+    pub fn new(bytes_per_s: u64) -> Throttle {
+        Throttle {
+            rate: AtomicU64::new(bytes_per_s),
+            bucket: Mutex::new(Bucket {
+                tokens: 0.0,
+                last: Instant::now(),
+            }),
+        }
+    }
+
+    pub fn rate(&self) -> u64 {
+        self.rate.load(Ordering::Relaxed)
+    }
+
+    pub fn set_rate(&self, bytes_per_s: u64) {
+        self.rate.store(bytes_per_s, Ordering::Relaxed);
+    }
+
+    /// How long a caller asking for `n` bytes now must wait; charges them.
+    fn charge(&self, n: u64) -> Duration {
+        let rate = self.rate();
+        if rate == 0 {
+            return Duration::ZERO;
+        }
+        let rate = rate as f64;
+        let mut b = match self.bucket.lock() {
+            Ok(b) => b,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let now = Instant::now();
+        let elapsed = now.duration_since(b.last).as_secs_f64();
+        b.last = now;
+        b.tokens = (b.tokens + elapsed * rate).min(rate * 0.1);
+        b.tokens -= n as f64;
+        if b.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-b.tokens / rate)
+        }
+    }
+
+    /// Take `n` bytes, sleeping as long as the rate requires. Returns
+    /// [`CopyError::Cancelled`] as soon as `cancel` is raised while waiting.
+    pub fn take(&self, n: u64, cancel: Option<&AtomicBool>) -> Result<(), CopyError> {
+        let wait = self.charge(n);
+        let until = Instant::now() + wait;
+        loop {
+            if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                return Err(CopyError::Cancelled);
+            }
+            let now = Instant::now();
+            if now >= until {
+                return Ok(());
+            }
+            std::thread::sleep((until - now).min(CANCEL_TICK));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Options
+// ---------------------------------------------------------------------------
+
+/// How to copy. `Default` is the spec's defaults: 8 MiB chunks, every
+/// method allowed, no throttle, no cancel flag.
+#[derive(Clone, Debug)]
+pub struct CopyOptions {
+    /// `move_chunk_bytes`; clamped to 64 KiB–256 MiB and rounded to 4 KiB.
+    pub chunk_bytes: usize,
+    /// Shared bandwidth limit; `None` (or rate 0) is unlimited.
+    pub throttle: Option<Arc<Throttle>>,
+    /// Raised by `smoothfs move abort` or Ctrl-C; checked per chunk and
+    /// during throttle waits.
+    pub cancel: Option<Arc<AtomicBool>>,
+    /// Try FICLONE when source and staging share a filesystem.
+    pub allow_reflink: bool,
+    /// Try `copy_file_range` before the read/write loop.
+    pub allow_copy_file_range: bool,
+}
+
+impl Default for CopyOptions {
+    fn default() -> CopyOptions {
+        CopyOptions {
+            chunk_bytes: DEFAULT_CHUNK_BYTES,
+            throttle: None,
+            cancel: None,
+            allow_reflink: true,
+            allow_copy_file_range: true,
+        }
+    }
+}
+
+impl CopyOptions {
+    fn cancelled(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+
+    fn check_cancel(&self) -> Result<(), CopyError> {
+        if self.cancelled() {
+            Err(CopyError::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn throttle_rate(&self) -> u64 {
+        self.throttle.as_ref().map_or(0, |t| t.rate())
+    }
+
+    /// The chunk actually used: under a throttle, about an eighth of a
+    /// second's worth, so progress and cancellation stay responsive.
+    fn effective_chunk(&self) -> usize {
+        let mut chunk = self.chunk_bytes.clamp(MIN_CHUNK_BYTES, MAX_CHUNK_BYTES);
+        let rate = self.throttle_rate();
+        if rate > 0 {
+            let per_tick = usize::try_from(rate / 8).unwrap_or(usize::MAX);
+            chunk = chunk.min(per_tick.max(MIN_CHUNK_BYTES));
+        }
+        (chunk / BLOCK).max(1) * BLOCK
+    }
+
+    fn pay(&self, n: u64) -> Result<(), CopyError> {
+        match &self.throttle {
+            Some(t) => t.take(n, self.cancel.as_deref()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Calls the caller's progress callback no more often than
+/// [`PROGRESS_EVERY`], except for the first and the final call.
+struct Progress<'a> {
+    f: &'a mut dyn FnMut(u64, u64),
+    total: u64,
+    done: u64,
+    last: Option<Instant>,
+}
+
+impl<'a> Progress<'a> {
+    fn new(f: &'a mut dyn FnMut(u64, u64), total: u64) -> Progress<'a> {
+        let mut p = Progress {
+            f,
+            total,
+            done: 0,
+            last: None,
+        };
+        p.report(true);
+        p
+    }
+
+    fn add(&mut self, n: u64) {
+        self.done = self.done.saturating_add(n).min(self.total);
+        self.report(false);
+    }
+
+    fn report(&mut self, force: bool) {
+        let now = Instant::now();
+        if force
+            || self
+                .last
+                .is_none_or(|l| now.duration_since(l) >= PROGRESS_EVERY)
+        {
+            self.last = Some(now);
+            (self.f)(self.done, self.total);
+        }
+    }
+
+    fn finish(&mut self) {
+        self.done = self.total;
+        self.report(true);
+    }
+}
+
+fn failpoint_copy() -> Result<(), CopyError> {
+    failpoint::hit(FAILPOINT_COPY).map_err(CopyError::Failpoint)
+}
+
+// ---------------------------------------------------------------------------
+// Opening
+// ---------------------------------------------------------------------------
+
+/// Open a lower file for reading without touching its atime (S10.3/3):
+/// O_RDONLY|O_NOATIME|O_NOFOLLOW, retried without O_NOATIME on EPERM (a
+/// caller that neither owns the file nor has CAP_FOWNER).
+pub fn open_source(path: &Path) -> Result<File, CopyError> {
+    let open = |flags: i32| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(flags | libc::O_NOFOLLOW)
+            .open(path)
+    };
+    match open(libc::O_NOATIME) {
+        Ok(f) => Ok(f),
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            open(0).map_err(|e| CopyError::io(format!("open {}", path.display()), e))
+        }
+        Err(e) => Err(CopyError::io(format!("open {}", path.display()), e)),
+    }
+}
+
+/// The staging file: created with O_CREAT|O_EXCL, mode 0600 until the
+/// source's metadata is applied (S10.3/3).
+#[derive(Debug)]
+pub struct Staging {
+    file: File,
+    path: PathBuf,
+}
+
+impl Staging {
+    /// Create `path`; fails with EEXIST if anything is there.
+    pub fn create(path: &Path) -> Result<Staging, CopyError> {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(|e| CopyError::io(format!("create staging {}", path.display()), e))?;
+        Ok(Staging {
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Reserve `len` bytes (S10.2 W6). ENOSPC is an error; a filesystem
+    /// without fallocate is not.
+    pub fn preallocate(&self, len: u64) -> Result<(), CopyError> {
+        if len == 0 {
+            return Ok(());
+        }
+        match rustix::fs::fallocate(&self.file, FallocateFlags::empty(), 0, len) {
+            Ok(()) => Ok(()),
+            Err(Errno::OPNOTSUPP) | Err(Errno::NOSYS) => Ok(()),
+            Err(e) => Err(CopyError::io(
+                format!("preallocate {len} bytes for {}", self.path.display()),
+                e,
+            )),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Sparse ranges and hashing
+// ---------------------------------------------------------------------------
+
+/// The data ranges `[start, end)` of the first `size` bytes of `f`, found
+/// with SEEK_DATA/SEEK_HOLE. The flag is false when the filesystem does not
+/// support those seeks; the whole file is then one range.
+fn data_ranges(f: &File, size: u64) -> Result<(Vec<(u64, u64)>, bool), CopyError> {
+    if size == 0 {
+        return Ok((Vec::new(), true));
+    }
+    let mut out = Vec::new();
+    let mut pos = 0u64;
+    while pos < size {
+        let start = match rustix::fs::seek(f, SeekFrom::Data(pos)) {
+            Ok(s) => s,
+            // No data at or after pos: the rest is a hole.
+            Err(Errno::NXIO) => break,
+            Err(Errno::INVAL) | Err(Errno::OPNOTSUPP) | Err(Errno::NOSYS) if pos == 0 => {
+                return Ok((vec![(0, size)], false));
+            }
+            Err(e) => return Err(CopyError::io("SEEK_DATA", e)),
+        };
+        if start >= size {
+            break;
+        }
+        let end = match rustix::fs::seek(f, SeekFrom::Hole(start)) {
+            Ok(h) => h.min(size),
+            Err(Errno::NXIO) => size,
+            Err(e) => return Err(CopyError::io("SEEK_HOLE", e)),
+        };
+        if end <= start {
+            // A filesystem answering nonsense; copy the rest as data.
+            out.push((start, size));
+            break;
+        }
+        out.push((start, end));
+        pos = end;
+    }
+    Ok((out, true))
+}
+
+fn hash_zeros(h: &mut blake3::Hasher, mut n: u64) {
+    while n > 0 {
+        let k = usize::try_from(n).unwrap_or(usize::MAX).min(ZEROS.len());
+        h.update(&ZEROS[..k]);
+        n -= k as u64;
+    }
+}
+
+/// A buffer whose usable part starts on a 4 KiB boundary (S10.3/1), made
+/// without `unsafe` by over-allocating and skipping to the boundary.
+struct AlignedBuf {
+    storage: Vec<u8>,
+    offset: usize,
+    len: usize,
+}
+
+impl AlignedBuf {
+    fn new(len: usize) -> AlignedBuf {
+        let storage = vec![0u8; len + BLOCK];
+        let offset = storage.as_ptr().align_offset(BLOCK).min(BLOCK);
+        AlignedBuf {
+            storage,
+            offset,
+            len,
+        }
+    }
+
+    fn get_mut(&mut self, n: usize) -> &mut [u8] {
+        let n = n.min(self.len);
+        &mut self.storage[self.offset..self.offset + n]
+    }
+}
+
+/// Fill `buf` from `f` at `off`; fails with [`CopyError::SourceChanged`]
+/// when the file ends first.
+fn read_exact_at(f: &File, buf: &mut [u8], off: u64, what: &str) -> Result<(), CopyError> {
+    let mut done = 0usize;
+    while done < buf.len() {
+        match f.read_at(&mut buf[done..], off + done as u64) {
+            Ok(0) => {
+                return Err(CopyError::SourceChanged(format!(
+                    "{what} ended at {} bytes, expected at least {}",
+                    off + done as u64,
+                    off + buf.len() as u64
+                )));
+            }
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(CopyError::io(format!("read {what} at {off}"), e)),
+        }
+    }
+    Ok(())
+}
+
+/// BLAKE3 of the first `size` logical bytes of `f`, reading only its data
+/// ranges (holes hash as zeros). Checks `cancel` per chunk.
+fn hash_open_file(
+    f: &File,
+    size: u64,
+    what: &str,
+    cancel: Option<&AtomicBool>,
+) -> Result<blake3::Hash, CopyError> {
+    let (ranges, _) = data_ranges(f, size)?;
+    let mut h = blake3::Hasher::new();
+    let mut buf = AlignedBuf::new(DEFAULT_CHUNK_BYTES);
+    let mut hashed = 0u64;
+    for (start, end) in ranges {
+        hash_zeros(&mut h, start - hashed);
+        let mut off = start;
+        while off < end {
+            if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                return Err(CopyError::Cancelled);
+            }
+            let n = usize::try_from(end - off)
+                .unwrap_or(usize::MAX)
+                .min(DEFAULT_CHUNK_BYTES);
+            let b = buf.get_mut(n);
+            read_exact_at(f, b, off, what)?;
+            h.update(b);
+            off += n as u64;
+        }
+        hashed = end;
+    }
+    hash_zeros(&mut h, size - hashed);
+    Ok(h.finalize())
+}
+
+/// BLAKE3 (hex) of the file at `path`, opened without updating its atime.
+/// Used for the W9 re-hash of the source.
+pub fn hash_file(path: &Path, cancel: Option<&AtomicBool>) -> Result<String, CopyError> {
+    let f = open_source(path)?;
+    let size = f
+        .metadata()
+        .map_err(|e| CopyError::io(format!("stat {}", path.display()), e))?
+        .size();
+    Ok(
+        hash_open_file(&f, size, &path.display().to_string(), cancel)?
+            .to_hex()
+            .to_string(),
+    )
+}
+
+/// Drop the page cache of `path` (POSIX_FADV_DONTNEED, S10.3/4). Best
+/// effort: a failure only costs cache.
+pub fn drop_cache(path: &Path) {
+    if let Ok(f) = open_source(path) {
+        drop_cache_fd(&f);
+    }
+}
+
+fn drop_cache_fd(f: &File) {
+    if let Err(e) = rustix::fs::fadvise(f, 0, None, Advice::DontNeed) {
+        tracing::debug!(errno = e.raw_os_error(), "fadvise(DONTNEED) failed");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Data copy
+// ---------------------------------------------------------------------------
+
+/// Whether a faster method's error means "try the next method".
+fn is_fallback(e: Errno) -> bool {
+    matches!(
+        e,
+        Errno::XDEV | Errno::OPNOTSUPP | Errno::INVAL | Errno::NOSYS | Errno::NOTTY
+    )
+}
+
+/// Write the non-zero 4 KiB blocks of `buf` to `dst` at `off`, leaving
+/// all-zero blocks as holes (S10.3/2; the staging file reads as zeros
+/// there, whether new or preallocated).
+fn write_skipping_zeros(dst: &File, buf: &[u8], off: u64) -> Result<(), CopyError> {
+    let mut i = 0usize;
+    while i < buf.len() {
+        let block_end = (i + BLOCK).min(buf.len());
+        if buf[i..block_end] == ZEROS[..block_end - i] {
+            i = block_end;
+            continue;
+        }
+        // Extend the run over following non-zero blocks.
+        let mut run_end = block_end;
+        while run_end < buf.len() {
+            let next = (run_end + BLOCK).min(buf.len());
+            if buf[run_end..next] == ZEROS[..next - run_end] {
+                break;
+            }
+            run_end = next;
+        }
+        dst.write_all_at(&buf[i..run_end], off + i as u64)
+            .map_err(|e| CopyError::io(format!("write staging at {}", off + i as u64), e))?;
+        i = run_end;
+    }
+    Ok(())
+}
+
+/// Copy the ranges from offset `from` on with read/write; returns the
+/// bytes transferred. With `hasher` (only when `from` is 0) the data and
+/// the holes between ranges are hashed as they go.
+fn stream_ranges(
+    src: &File,
+    dst: &File,
+    ranges: &[(u64, u64)],
+    from: u64,
+    opts: &CopyOptions,
+    progress: &mut Progress<'_>,
+    mut hasher: Option<&mut blake3::Hasher>,
+) -> Result<u64, CopyError> {
+    let chunk = opts.effective_chunk();
+    let mut buf = AlignedBuf::new(chunk);
+    let mut copied = 0u64;
+    let mut hashed = 0u64;
+    for &(start, end) in ranges {
+        if end <= from {
+            continue;
+        }
+        let start = start.max(from);
+        if let Some(h) = hasher.as_deref_mut() {
+            hash_zeros(h, start - hashed);
+        }
+        let mut off = start;
+        while off < end {
+            opts.check_cancel()?;
+            failpoint_copy()?;
+            let n = usize::try_from(end - off).unwrap_or(usize::MAX).min(chunk);
+            opts.pay(n as u64)?;
+            let b = buf.get_mut(n);
+            read_exact_at(src, b, off, "source")?;
+            if let Some(h) = hasher.as_deref_mut() {
+                h.update(b);
+            }
+            write_skipping_zeros(dst, b, off)?;
+            off += n as u64;
+            copied += n as u64;
+            progress.add(n as u64);
+        }
+        hashed = end;
+    }
+    // The trailing hole up to the size is hashed by the caller, which
+    // knows the size.
+    Ok(copied)
+}
+
+/// Outcome of the `copy_file_range` pass.
+enum CfrResult {
+    /// Everything copied; bytes transferred.
+    Done(u64),
+    /// The method gave up at this offset after copying this many bytes;
+    /// continue with the read/write loop.
+    FallBack { at: u64, copied: u64 },
+}
+
+fn copy_file_range_ranges(
+    src: &File,
+    dst: &File,
+    ranges: &[(u64, u64)],
+    opts: &CopyOptions,
+    progress: &mut Progress<'_>,
+) -> Result<CfrResult, CopyError> {
+    let chunk = opts.effective_chunk();
+    let mut copied = 0u64;
+    for &(start, end) in ranges {
+        let mut off_in = start;
+        let mut off_out = start;
+        while off_in < end {
+            opts.check_cancel()?;
+            failpoint_copy()?;
+            let n = usize::try_from(end - off_in)
+                .unwrap_or(usize::MAX)
+                .min(chunk);
+            opts.pay(n as u64)?;
+            let before = off_in;
+            match rustix::fs::copy_file_range(src, Some(&mut off_in), dst, Some(&mut off_out), n) {
+                Ok(0) => {
+                    return Err(CopyError::SourceChanged(format!(
+                        "source ended at {before} bytes, expected at least {end}"
+                    )));
+                }
+                Ok(k) => {
+                    // The kernel advanced both offsets by k.
+                    copied += k as u64;
+                    progress.add(k as u64);
+                }
+                Err(Errno::INTR) => {}
+                Err(e) if is_fallback(e) => {
+                    tracing::debug!(
+                        errno = e.raw_os_error(),
+                        at = before,
+                        "copy_file_range unavailable; falling back to read/write"
+                    );
+                    return Ok(CfrResult::FallBack { at: before, copied });
+                }
+                Err(e) => return Err(CopyError::io(format!("copy_file_range at {before}"), e)),
+            }
+        }
+    }
+    Ok(CfrResult::Done(copied))
+}
+
+fn fsync_dir_of(path: &Path) -> Result<(), CopyError> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let d = File::open(dir).map_err(|e| CopyError::io(format!("open {}", dir.display()), e))?;
+    rustix::fs::fsync(&d).map_err(|e| CopyError::io(format!("fsync {}", dir.display()), e))
+}
+
+/// Copy the source at `source_path` into `staging`: data (S10.3), then
+/// metadata (S10.4), then fsync of the file and its directory (W7).
+/// `progress(done, total)` is called at the start, at least every 250 ms
+/// while chunks complete, and at the end. On error the staging file is left
+/// as it is for the caller to remove.
+pub fn copy_into(
+    source_path: &Path,
+    staging: &Staging,
+    opts: &CopyOptions,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<CopyReport, CopyError> {
+    let started = Instant::now();
+    opts.check_cancel()?;
+    let src = open_source(source_path)?;
+    let src_meta = src
+        .metadata()
+        .map_err(|e| CopyError::io(format!("stat {}", source_path.display()), e))?;
+    if !src_meta.file_type().is_file() {
+        return Err(CopyError::io(
+            format!("{} is not a regular file", source_path.display()),
+            io::Error::from_raw_os_error(libc::EINVAL),
+        ));
+    }
+    let snapshot = SourceSnapshot::of(&src_meta);
+    let size = snapshot.size;
+    let dst = staging.file();
+    let dst_dev = dst
+        .metadata()
+        .map_err(|e| CopyError::io(format!("stat {}", staging.path().display()), e))?
+        .dev();
+    let (ranges, sparse_seek) = data_ranges(&src, size)?;
+    let mut progress = Progress::new(progress, size);
+
+    let mut method = None;
+    let mut copied = 0u64;
+    let mut streamed_hash = None;
+
+    if opts.allow_reflink && snapshot.dev == dst_dev && size > 0 {
+        opts.check_cancel()?;
+        failpoint_copy()?;
+        match rustix::fs::ioctl_ficlone(dst, &src) {
+            Ok(()) => {
+                method = Some(CopyMethod::Reflink);
+                copied = size;
+                progress.add(size);
+            }
+            Err(e) if is_fallback(e) => {
+                tracing::debug!(errno = e.raw_os_error(), "FICLONE unavailable");
+            }
+            Err(e) => return Err(CopyError::io("FICLONE", e)),
+        }
+    }
+
+    if method.is_none() && opts.allow_copy_file_range && sparse_seek {
+        // Without sparse_seek the read/write loop must look for zero blocks,
+        // which copy_file_range cannot do.
+        match copy_file_range_ranges(&src, dst, &ranges, opts, &mut progress)? {
+            CfrResult::Done(n) => {
+                method = Some(CopyMethod::CopyFileRange);
+                copied = n;
+            }
+            CfrResult::FallBack { at, copied: n } => {
+                let rest = stream_ranges(&src, dst, &ranges, at, opts, &mut progress, None)?;
+                method = Some(CopyMethod::Stream);
+                copied = n + rest;
+            }
+        }
+    }
+
+    let method = match method {
+        Some(m) => m,
+        None => {
+            let mut h = blake3::Hasher::new();
+            copied = stream_ranges(&src, dst, &ranges, 0, opts, &mut progress, Some(&mut h))?;
+            let data_end = ranges.last().map_or(0, |r| r.1);
+            hash_zeros(&mut h, size - data_end);
+            streamed_hash = Some(h.finalize());
+            CopyMethod::Stream
+        }
+    };
+
+    rustix::fs::ftruncate(dst, size)
+        .map_err(|e| CopyError::io(format!("truncate staging to {size}"), e))?;
+
+    // The hash of the source bytes: computed while streaming, or by a
+    // separate read after a reflink or copy_file_range (S10.2 W8).
+    let blake3 = match streamed_hash {
+        Some(h) => h,
+        None => hash_open_file(&src, size, "source", opts.cancel.as_deref())?,
+    };
+
+    apply_metadata(&src, &src_meta, staging)?;
+    rustix::fs::fsync(dst)
+        .map_err(|e| CopyError::io(format!("fsync {}", staging.path().display()), e))?;
+    fsync_dir_of(staging.path())?;
+    progress.finish();
+
+    Ok(CopyReport {
+        bytes_total: size,
+        bytes_copied: copied,
+        method,
+        blake3: blake3.to_hex().to_string(),
+        duration: started.elapsed(),
+        source: snapshot,
+        sparse_seek,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Metadata
+// ---------------------------------------------------------------------------
+
+/// Every xattr of `f`, in every namespace the caller can read.
+fn xattrs_of(f: &File, what: &str) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, CopyError> {
+    let io = |op: &str, e: Errno| CopyError::io(format!("{op} {what}"), e);
+    let mut names = Vec::new();
+    loop {
+        let need = match rustix::fs::flistxattr_query(f) {
+            Ok(n) => n,
+            Err(Errno::OPNOTSUPP) => return Ok(BTreeMap::new()),
+            Err(e) => return Err(io("listxattr", e)),
+        };
+        names.resize(need, 0);
+        match rustix::fs::flistxattr(f, &mut names[..]) {
+            Ok(n) => {
+                names.truncate(n);
+                break;
+            }
+            // Grew between the two calls.
+            Err(Errno::RANGE) => continue,
+            Err(e) => return Err(io("listxattr", e)),
+        }
+    }
+    let mut out = BTreeMap::new();
+    for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let cname = match std::ffi::CString::new(name) {
+            Ok(c) => c,
+            Err(_) => continue,
+        };
+        let mut value = Vec::new();
+        let value = loop {
+            let need = match rustix::fs::fgetxattr_query(f, cname.as_c_str()) {
+                Ok(n) => n,
+                Err(e) => {
+                    return Err(io(
+                        &format!("getxattr {}", String::from_utf8_lossy(name)),
+                        e,
+                    ));
+                }
+            };
+            value.resize(need, 0);
+            match rustix::fs::fgetxattr(f, cname.as_c_str(), &mut value[..]) {
+                Ok(n) => {
+                    value.truncate(n);
+                    break value;
+                }
+                Err(Errno::RANGE) => continue,
+                Err(e) => {
+                    return Err(io(
+                        &format!("getxattr {}", String::from_utf8_lossy(name)),
+                        e,
+                    ));
+                }
+            }
+        };
+        out.insert(name.to_vec(), value);
+    }
+    Ok(out)
+}
+
+/// Apply the source's metadata to the staging file, in the order that
+/// keeps every item (S10.4):
+/// 1. owner — first, because chown clears setuid/setgid and
+///    `security.capability`;
+/// 2. every xattr (ACLs, `trusted.smoothfs.oid`/`gen`, capabilities), and
+///    any xattr the staging file got on its own and the source lacks is
+///    removed;
+/// 3. the full mode including setuid/setgid/sticky — after chown and after
+///    the ACL xattr, which both rewrite mode bits;
+/// 4. the `nodump` and `noatime` file flags, best effort;
+/// 5. atime and mtime to the nanosecond, last.
+fn apply_metadata(
+    src: &File,
+    src_meta: &std::fs::Metadata,
+    staging: &Staging,
+) -> Result<(), CopyError> {
+    let dst = staging.file();
+    let what = staging.path().display().to_string();
+    rustix::fs::fchown(
+        dst,
+        Some(rustix::fs::Uid::from_raw(src_meta.uid())),
+        Some(rustix::fs::Gid::from_raw(src_meta.gid())),
+    )
+    .map_err(|e| {
+        CopyError::io(
+            format!("chown {what} to {}:{}", src_meta.uid(), src_meta.gid()),
+            e,
+        )
+    })?;
+
+    let src_x = xattrs_of(src, "source")?;
+    for (name, value) in &src_x {
+        let cname = std::ffi::CString::new(name.as_slice())
+            .map_err(|e| CopyError::io("xattr name", io::Error::other(e)))?;
+        rustix::fs::fsetxattr(dst, cname.as_c_str(), value, XattrFlags::empty()).map_err(|e| {
+            CopyError::io(
+                format!("setxattr {} on {what}", String::from_utf8_lossy(name)),
+                e,
+            )
+        })?;
+    }
+    // An LSM or default ACL may have labelled the new file; the copy must
+    // carry exactly the source's set.
+    for name in xattrs_of(dst, "staging")?.keys() {
+        if !src_x.contains_key(name)
+            && let Ok(cname) = std::ffi::CString::new(name.as_slice())
+            && let Err(e) = rustix::fs::fremovexattr(dst, cname.as_c_str())
+        {
+            tracing::debug!(
+                xattr = %String::from_utf8_lossy(name),
+                errno = e.raw_os_error(),
+                "cannot remove an xattr the source lacks"
+            );
+        }
+    }
+
+    let mode = src_meta.mode() & 0o7777;
+    rustix::fs::fchmod(dst, rustix::fs::Mode::from_raw_mode(mode))
+        .map_err(|e| CopyError::io(format!("chmod {what} to {mode:o}"), e))?;
+
+    copy_flags(src, dst);
+
+    let times = Timestamps {
+        last_access: Timespec {
+            tv_sec: src_meta.atime(),
+            tv_nsec: src_meta.atime_nsec(),
+        },
+        last_modification: Timespec {
+            tv_sec: src_meta.mtime(),
+            tv_nsec: src_meta.mtime_nsec(),
+        },
+    };
+    rustix::fs::futimens(dst, &times).map_err(|e| CopyError::io(format!("utimens {what}"), e))
+}
+
+/// Carry `nodump` and `noatime` (S10.4/1); a destination without inode
+/// flags simply does not get them.
+fn copy_flags(src: &File, dst: &File) {
+    let wanted = match rustix::fs::ioctl_getflags(src) {
+        Ok(f) => f & (IFlags::NODUMP | IFlags::NOATIME),
+        Err(_) => return,
+    };
+    if wanted.is_empty() {
+        return;
+    }
+    let current = rustix::fs::ioctl_getflags(dst).unwrap_or(IFlags::empty());
+    if let Err(e) = rustix::fs::ioctl_setflags(dst, current | wanted) {
+        tracing::debug!(
+            errno = e.raw_os_error(),
+            "destination does not take nodump/noatime"
+        );
+    }
+}
+
+/// Whether the source lower carries the `immutable` or `append-only` flag
+/// (S10.2 W2 refuses those). Unknown (no inode flags) counts as no.
+pub fn has_immutable_or_append(path: &Path) -> bool {
+    match open_source(path) {
+        Ok(f) => rustix::fs::ioctl_getflags(&f)
+            .is_ok_and(|fl| fl.intersects(IFlags::IMMUTABLE | IFlags::APPEND)),
+        Err(_) => false,
+    }
+}
+
+/// The xattr names of `path` (for the W2 capability check).
+pub fn xattr_names(path: &Path) -> Result<Vec<String>, CopyError> {
+    let f = open_source(path)?;
+    Ok(xattrs_of(&f, &path.display().to_string())?
+        .into_keys()
+        .map(|k| String::from_utf8_lossy(&k).into_owned())
+        .collect())
+}
+
+// ---------------------------------------------------------------------------
+// Verification
+// ---------------------------------------------------------------------------
+
+/// W8: the staging file's BLAKE3 equals the copy's source hash, and its
+/// xattr names and values, mode, uid, gid and mtime equal the source's as
+/// they are now.
+pub fn verify_staging(
+    source_path: &Path,
+    staging_path: &Path,
+    report: &CopyReport,
+    cancel: Option<&AtomicBool>,
+) -> Result<(), CopyError> {
+    let dst = open_source(staging_path)?;
+    let dst_meta = dst
+        .metadata()
+        .map_err(|e| CopyError::io(format!("stat {}", staging_path.display()), e))?;
+    let staging_hash = hash_open_file(&dst, dst_meta.size(), "staging", cancel)?
+        .to_hex()
+        .to_string();
+    if staging_hash != report.blake3 || dst_meta.size() != report.bytes_total {
+        return Err(CopyError::ChecksumMismatch {
+            source_blake3: report.blake3.clone(),
+            staging_blake3: staging_hash,
+        });
+    }
+    let src = open_source(source_path)?;
+    let src_meta = src
+        .metadata()
+        .map_err(|e| CopyError::io(format!("stat {}", source_path.display()), e))?;
+    let mut diffs = Vec::new();
+    if src_meta.mode() & 0o7777 != dst_meta.mode() & 0o7777 {
+        diffs.push(format!(
+            "mode {:o} != {:o}",
+            src_meta.mode() & 0o7777,
+            dst_meta.mode() & 0o7777
+        ));
+    }
+    if src_meta.uid() != dst_meta.uid() || src_meta.gid() != dst_meta.gid() {
+        diffs.push(format!(
+            "owner {}:{} != {}:{}",
+            src_meta.uid(),
+            src_meta.gid(),
+            dst_meta.uid(),
+            dst_meta.gid()
+        ));
+    }
+    if (src_meta.mtime(), src_meta.mtime_nsec()) != (dst_meta.mtime(), dst_meta.mtime_nsec()) {
+        diffs.push(format!(
+            "mtime {}.{:09} != {}.{:09}",
+            src_meta.mtime(),
+            src_meta.mtime_nsec(),
+            dst_meta.mtime(),
+            dst_meta.mtime_nsec()
+        ));
+    }
+    let sx = xattrs_of(&src, "source")?;
+    let dx = xattrs_of(&dst, "staging")?;
+    for (name, value) in &sx {
+        match dx.get(name) {
+            None => diffs.push(format!("xattr {} missing", String::from_utf8_lossy(name))),
+            Some(v) if v != value => {
+                diffs.push(format!("xattr {} differs", String::from_utf8_lossy(name)))
+            }
+            Some(_) => {}
+        }
+    }
+    for name in dx.keys().filter(|n| !sx.contains_key(*n)) {
+        diffs.push(format!("xattr {} extra", String::from_utf8_lossy(name)));
+    }
+    if diffs.is_empty() {
+        Ok(())
+    } else {
+        Err(CopyError::MetadataMismatch(diffs.join(", ")))
+    }
+}
+
+/// Create `staging_path`, copy `source_path` into it, verify it and drop
+/// both files from the page cache: the whole of W7 + W8 for callers that
+/// need no step in between (tests, tools). The staging file is left in
+/// place on error.
+pub fn copy_file(
+    source_path: &Path,
+    staging_path: &Path,
+    opts: &CopyOptions,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<CopyReport, CopyError> {
+    let staging = Staging::create(staging_path)?;
+    let report = copy_into(source_path, &staging, opts, progress)?;
+    verify_staging(source_path, staging_path, &report, opts.cancel.as_deref())?;
+    drop_cache_fd(staging.file());
+    drop_cache(source_path);
+    Ok(report)
+}
