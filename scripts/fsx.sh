@@ -7,6 +7,17 @@
 #   FSX_SEED  RNG seed (default 1; the run is reproducible from it)
 #   scripts/fsx.sh --native   the same run on plain ext4 (checks the config)
 #
+# A third run ("moving", S11/S13) keeps the fsx file mediated and moves it
+# back and forth between the tiers with `smoothfs move` every ~200 ms while
+# fsx runs, so its open handle and its mappings cross many cutovers (handle
+# reissue, page-cache invalidation, dirty mapped pages written back to the
+# destination); fsx checks every byte it reads against its model. fsx writes
+# about every millisecond, which would make every copy race (the write_seq
+# guard refuses such a cutover, as it must), so the mover SIGSTOPs fsx for
+# the few milliseconds of each move; writes held during a cutover are
+# covered by the S11 A5/A6 tests. The run needs at least FSX_MIN_MOVES
+# (default 4) completed moves.
+#
 # The tier images live on /dev/shm and have no ext4 journal: fsx fsyncs
 # often and a journalled loop image on disk makes a run several times
 # slower without testing anything of smoothfs's.
@@ -95,6 +106,42 @@ else
       tail -n 30 "$WORK/mnt-$mode.daemon.log" | sed 's/^/  /'
     fi
   done
+fi
+if [ "${1:-}" != --native ]; then
+  # The moving run.
+  make_tier t0-moving 256 ext4 "$SHM_WORK" -O ^has_journal
+  t0=$TIER
+  make_tier t1-moving 256 ext4 "$SHM_WORK" -O ^has_journal
+  t1=$TIER
+  ok=1
+  if start_pool "$WORK/mnt-moving" "$t0:$t1" "passthrough=off"; then
+    file="$WORK/mnt-moving/fsx-moving.bin"
+    run_fsx moving "$file" &
+    fsx_job=$!
+    moved=0 tried=0 dest=1
+    while kill -0 "$fsx_job" 2>/dev/null; do
+      if [ -e "$file" ]; then
+        tried=$((tried + 1))
+        pkill -STOP -f -- "-P $WORK/artifacts-moving" || true
+        if "$SMOOTHFS" move --json --to "$dest" "$file" 2>/dev/null | tail -n 1 | grep -q '"result":"moved"'; then
+          moved=$((moved + 1))
+          dest=$((1 - dest))
+        fi
+        pkill -CONT -f -- "-P $WORK/artifacts-moving" || true
+      fi
+      sleep 0.2
+    done
+    wait "$fsx_job" || ok=0
+    echo "fsx moving: $moved moves completed of $tried attempts"
+    [ "$moved" -ge "${FSX_MIN_MOVES:-4}" ] || { echo "fsx moving: too few completed moves"; ok=0; }
+    stop_pool || ok=0
+  else
+    ok=0
+  fi
+  if [ "$ok" -eq 1 ]; then passed=$((passed + 1)); else
+    failed=$((failed + 1))
+    tail -n 30 "$WORK/mnt-moving.daemon.log" | sed 's/^/  /'
+  fi
 fi
 echo "fsx: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
