@@ -3,7 +3,8 @@
 
 mod common;
 
-use std::fs;
+use std::fs::{self, File};
+use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt, chown};
 use std::path::Path;
 
@@ -139,4 +140,39 @@ fn spilled_create_materialises_the_parent_chain_on_tier1() {
         assert_eq!((m.uid(), m.gid()), (1000, 1000), "{rel} owner on tier 1");
         assert_eq!(&lower_oid(&lower), oid, "{rel} OID on tier 1");
     }
+}
+
+/// S5.4 A1: with tier 0 at 96 %, a file opened for writing on it is
+/// mediated; when its writes hit ENOSPC the daemon moves it to tier 1
+/// (cutover protocol, in-process) and every write succeeds.
+#[test]
+fn s5_4_a1_write_spills_an_open_file_to_the_next_tier() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let p = TwoTierPool::new("ext4", "ext4", "");
+    fill_to_pct(p.t0.path(), 96);
+    wait_statfs_refresh();
+    let free = p.t0.statvfs();
+    let free_bytes = free.f_bavail * free.f_frsize;
+    let total = (3 * free_bytes as usize).div_ceil(1 << 20) * (1 << 20);
+    let data = pattern(total, 77);
+    let path = p.mnt("growing.bin");
+    {
+        let mut f = File::create(&path).unwrap();
+        assert_eq!(
+            p.holders("growing.bin"),
+            vec![0],
+            "created on tier 0 (below 98 %)"
+        );
+        for chunk in data.chunks(1 << 20) {
+            f.write_all(chunk).expect("every write succeeds (S5.4)");
+        }
+        f.sync_all().unwrap();
+    }
+    assert_eq!(p.holders("growing.bin"), vec![1], "relocated to tier 1");
+    assert_eq!(sha256_file(&path), sha256_bytes(&data));
+    let status = cmd_ok(SMOOTHFS, &["status", "--json", "--pool", p.pool.name()]);
+    let v: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(v["spill_writes_total"], 1, "{v}");
 }

@@ -574,6 +574,15 @@ impl Control {
         v.push(("reissues_total", ld(&mv.reissues_total)));
         v.push(("reissue_failures_total", ld(&mv.reissue_failures_total)));
         v.push(("quarantined_total", ld(&mv.quarantined_total)));
+        v.push(("spill_writes_total", ld(&mv.spill_writes_total)));
+        v.push((
+            "spill_writes_failed_all_tiers",
+            ld(&mv.spill_writes_failed_all_tiers),
+        ));
+        v.push((
+            "passthrough_write_off_pct",
+            ld(&mv.passthrough_write_off_pct),
+        ));
         v.push(("cutover_drain_timeout_ms", ld(&mv.cutover_drain_timeout_ms)));
         v.push(("cleanup_grace_s", ld(&mv.cleanup_grace_s)));
         let totals = ns.live.totals();
@@ -645,6 +654,20 @@ impl Control {
                     })?;
                 self.ns.full_pct.store(pct, Ordering::Relaxed);
                 info!("write_staging_full_pct set to {pct}");
+                pct.to_string()
+            }
+            "passthrough_write_off_pct" => {
+                let pct = parse_decimal(value)
+                    .filter(|p| (1..=100).contains(p))
+                    .ok_or_else(|| {
+                        WireError::invalid(format!(
+                            "{name}: '{value}' is not an integer in 1..=100"
+                        ))
+                    })?;
+                self.ns
+                    .moves
+                    .passthrough_write_off_pct
+                    .store(pct, Ordering::Relaxed);
                 pct.to_string()
             }
             "cutover_drain_timeout_ms" | "cleanup_grace_s" | "quiesce_timeout_ms" => {
@@ -1173,8 +1196,6 @@ struct View {
 
 /// Read-only counters of subsystems not built yet; zero is their true value.
 const NOT_BUILT_ZERO: &[&str] = &[
-    "spill_writes_total",
-    "spill_writes_failed_all_tiers",
     "tier_faults_total",
     "write_staging_supported",
     "staged_bytes",
@@ -1185,7 +1206,6 @@ const NOT_BUILT_ZERO: &[&str] = &[
 /// RW tunables of S26.1 whose subsystems are not built yet.
 const RW_NOT_BUILT: &[&str] = &[
     "create_disabled_tier_mask",
-    "passthrough_write_off_pct",
     "scrub_rate",
     "mediated_comm",
     "heat_interval_ms",

@@ -226,6 +226,7 @@ impl SmoothFs {
         fd: &OwnedFd,
         rank: u8,
         pid: u32,
+        writable: bool,
         open_backing: &dyn Fn(&OwnedFd) -> std::io::Result<BackingId>,
     ) -> Option<Arc<BackingId>> {
         let ino = live.ino;
@@ -235,7 +236,19 @@ impl SmoothFs {
             .get(rank as usize)
             .map(|t| t.passthrough.load(Ordering::Relaxed))
             .unwrap_or(false);
-        let rules_say_mediated = self.ns.must_mediate(live)
+        // S5.4: writers on a nearly full tier are mediated, so the daemon
+        // sees their ENOSPC and can relocate the file.
+        let write_off = writable
+            && self.ns.tiers.get(rank as usize).is_some_and(|t| {
+                let pct = self
+                    .ns
+                    .moves
+                    .passthrough_write_off_pct
+                    .load(Ordering::Relaxed);
+                t.near_full(pct as u32).unwrap_or(false)
+            });
+        let rules_say_mediated = write_off
+            || self.ns.must_mediate(live)
             || (!self.mediated_comm.is_empty()
                 && sys::proc_comm(pid).is_some_and(|c| self.mediated_comm.contains(&c)));
         // mv then io: a plan checks the passthrough count under the same
@@ -333,6 +346,61 @@ impl SmoothFs {
                     .reissue_failures_total
                     .fetch_add(1, Ordering::Relaxed);
                 Err(Errno::from(e))
+            }
+        }
+    }
+
+    /// S5.4: a write on a mediated handle got ENOSPC/EDQUOT. Relocate the
+    /// file to the next tier with room (slower ones first) and report the
+    /// spill; ENOSPC when no tier has room.
+    fn relocate_full(&self, h: &Handle) -> Result<(), Error> {
+        let oid = h.live.oid;
+        let node = self.ns.node(h.ino)?;
+        let cur = node.rank.unwrap_or(0);
+        let n = self.ns.tiers.len() as u8;
+        let order: Vec<u8> = (cur + 1..n).chain(0..cur).collect();
+        match self
+            .ns
+            .relocate(&oid, &order, "spill: tier full while writing")
+        {
+            Ok(dest) => {
+                self.ns
+                    .moves
+                    .spill_writes_total
+                    .fetch_add(1, Ordering::Relaxed);
+                self.ns
+                    .counters
+                    .any_spill_since_mount
+                    .store(1, Ordering::Relaxed);
+                let size = self
+                    .fd_of(h)
+                    .ok()
+                    .and_then(|fd| sys::fstat(fd.as_fd()).ok())
+                    .map_or(0, |st| st.st_size as u64);
+                if let Some(cb) = &self.on_spill {
+                    cb(namespace::SpillRecord {
+                        oid,
+                        first_rank: cur,
+                        used_rank: dest,
+                        size,
+                        rel_path: node.rel_path.to_string_lossy().into_owned(),
+                    });
+                }
+                Ok(())
+            }
+            Err(e) => {
+                if e.errno == libc::ENOSPC {
+                    self.ns
+                        .moves
+                        .spill_writes_failed_all_tiers
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                warn!("write spill of {oid} failed: {e}");
+                Err(if e.errno == libc::EBUSY {
+                    Error::new(libc::ENOSPC, e.msg)
+                } else {
+                    e
+                })
             }
         }
     }
@@ -679,7 +747,8 @@ impl Filesystem for SmoothFs {
             return reply.error(Errno::EINVAL);
         }
         let live = self.ns.live.get_or_create(ino.0, node.oid);
-        let backing = self.open_mode(&live, &fd, rank, req.pid(), &|f| {
+        let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        let backing = self.open_mode(&live, &fd, rank, req.pid(), writable, &|f| {
             reply.open_backing(f.as_fd())
         });
         let fopen = Self::fopen_flags(flags, backing.is_some());
@@ -724,7 +793,8 @@ impl Filesystem for SmoothFs {
             Err(err) => return reply.error(errno(&err)),
         };
         let live = self.ns.live.get_or_create(e.ino, oid);
-        let backing = self.open_mode(&live, &fd, rank, req.pid(), &|f| {
+        let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        let backing = self.open_mode(&live, &fd, rank, req.pid(), writable, &|f| {
             reply.open_backing(f.as_fd())
         });
         let fopen = Self::fopen_flags(flags, backing.is_some());
@@ -814,12 +884,13 @@ impl Filesystem for SmoothFs {
         };
         // Data-changing: hold the drain lock shared (S11.3), then make
         // sure the descriptor is the current lower.
-        let _drain = h.live.drain.read();
+        let mut drain = h.live.drain.read();
         let _ = smoothfs_uapi::failpoint::hit("write_in_drain");
-        let fd = match self.fd_of(&h) {
+        let mut fd = match self.fd_of(&h) {
             Ok(fd) => fd,
             Err(e) => return reply.error(e),
         };
+        let mut relocated = false;
         let mut done = 0usize;
         while done < data.len() {
             match sys::pwrite(fd.as_fd(), &data[done..], offset + done as u64) {
@@ -829,9 +900,29 @@ impl Filesystem for SmoothFs {
                     debug!("short write after {done} bytes: {e}");
                     break;
                 }
+                // S5.4: the tier is full; move the file to a tier with room
+                // (cutover protocol, in-process) and write there.
+                Err(e)
+                    if !relocated
+                        && h.backing.is_none()
+                        && matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) =>
+                {
+                    relocated = true;
+                    drop(drain);
+                    match self.relocate_full(&h) {
+                        Ok(()) => {}
+                        Err(err) => return reply.error(errno(&err)),
+                    }
+                    drain = h.live.drain.read();
+                    fd = match self.fd_of(&h) {
+                        Ok(fd) => fd,
+                        Err(e) => return reply.error(e),
+                    };
+                }
                 Err(e) => return reply.error(Errno::from(e)),
             }
         }
+        drop(drain);
         h.live.wrote();
         if !h.internal {
             self.ns.heat.write(h.live.oid, done as u64);

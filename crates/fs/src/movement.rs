@@ -91,6 +91,12 @@ pub struct MoveCtl {
     pub cutover_drain_wait_ns_max: AtomicU64,
     pub cutover_ns_last: AtomicU64,
     pub quarantined_total: AtomicU64,
+    /// S5.4: writable opens on a tier this full are mediated.
+    pub passthrough_write_off_pct: AtomicU64,
+    pub spill_writes_total: AtomicU64,
+    pub spill_writes_failed_all_tiers: AtomicU64,
+    /// Seqs of internal moves (high bit set, never a worker's).
+    pub internal_seq: AtomicU64,
     /// MOVE_STATE sink.
     pub emit: Sink<MoveEvt>,
     /// Kernel cache invalidation of one inode (whole range + attributes).
@@ -118,6 +124,10 @@ impl Default for MoveCtl {
             cutover_drain_wait_ns_max: AtomicU64::new(0),
             cutover_ns_last: AtomicU64::new(0),
             quarantined_total: AtomicU64::new(0),
+            passthrough_write_off_pct: AtomicU64::new(95),
+            spill_writes_total: AtomicU64::new(0),
+            spill_writes_failed_all_tiers: AtomicU64::new(0),
+            internal_seq: AtomicU64::new(1),
             emit: OnceLock::new(),
             invalidate: OnceLock::new(),
         }
@@ -629,42 +639,9 @@ impl Namespace {
                 "write_seq is {now_ws}, not {w}: the source changed"
             ));
         }
-        let ns_guard = self.ns_lock.lock();
-        let switched = self.switch(live, seq, src, dest);
-        let (rel, dst_ino) = match switched {
-            Ok(v) => v,
-            Err((e, placed_rel)) => {
-                drop(ns_guard);
-                drop(guard);
-                self.fail_move(live, &format!("cutover failed: {e}"), placed_rel.as_deref());
-                return Err(e);
-            }
-        };
-        // Step 4: swap the lower.
-        if let Some(n) = self.nodes.write().get_mut(&oid.ino()) {
-            n.rank = Some(dest);
-        }
-        let gen_ = live.cutover_gen.fetch_add(1, Ordering::AcqRel) + 1;
-        {
-            let mut mv = live.mv.lock();
-            mv.state = state::SWITCHED;
-            mv.source_rel = Some(rel.clone());
-            mv.switched_at = Some(Instant::now());
-        }
-        if let Some(mut rec) = self.placement.get(&oid) {
-            rec.slot = dst_slot;
-            rec.lower_ino = dst_ino.st_ino;
-            rec.rel_path = rel.to_string_lossy().into_owned();
-            rec.attrs = snapshot(&dst_ino);
-            if let Err(e) = self.placement.placed(&rec) {
-                warn!(%oid, "recording the destination inode: {e}");
-            }
-        }
-        if let Some(n) = self.nodes.write().get_mut(&oid.ino()) {
-            n.attr = Some(dst_ino);
-        }
-        drop(ns_guard);
+        let switched = self.switch_and_swap(live, seq, src, dest);
         drop(guard);
+        let (rel, gen_) = switched?;
         // Step 6, outside the lock.
         self.invalidate_inode(oid.ino());
         self.emit(MoveEvt {
@@ -688,6 +665,164 @@ impl Namespace {
             break_lease,
             rel_path: rel,
         })
+    }
+
+    /// S11.2 steps 1–5 under `ns_lock`; the caller holds the drain lock
+    /// exclusively. On failure the move is failed back to the source
+    /// (`failed` → `placed`). Returns the rel_path and the new generation.
+    fn switch_and_swap(
+        &self,
+        live: &LiveObj,
+        seq: u64,
+        src: u8,
+        dest: u8,
+    ) -> Result<(OsString, u32)> {
+        let oid = live.oid;
+        let dst_slot = self.tiers[usize::from(dest)].slot;
+        let ns_guard = self.ns_lock.lock();
+        let (rel, dst_ino) = match self.switch(live, seq, src, dest) {
+            Ok(v) => v,
+            Err((e, placed_rel)) => {
+                drop(ns_guard);
+                self.fail_move(live, &format!("cutover failed: {e}"), placed_rel.as_deref());
+                return Err(e);
+            }
+        };
+        // Step 4: swap the lower.
+        if let Some(n) = self.nodes.write().get_mut(&oid.ino()) {
+            n.rank = Some(dest);
+            n.attr = Some(dst_ino);
+        }
+        let gen_ = live.cutover_gen.fetch_add(1, Ordering::AcqRel) + 1;
+        {
+            let mut mv = live.mv.lock();
+            mv.state = state::SWITCHED;
+            mv.source_rel = Some(rel.clone());
+            mv.switched_at = Some(Instant::now());
+        }
+        if let Some(mut rec) = self.placement.get(&oid) {
+            rec.slot = dst_slot;
+            rec.lower_ino = dst_ino.st_ino;
+            rec.rel_path = rel.to_string_lossy().into_owned();
+            rec.attrs = snapshot(&dst_ino);
+            if let Err(e) = self.placement.placed(&rec) {
+                warn!(%oid, "recording the destination inode: {e}");
+            }
+        }
+        drop(ns_guard);
+        Ok((rel, gen_))
+    }
+
+    // ---- internal moves (S5.4) ----------------------------------------------
+
+    /// Move `oid` to the first tier of `candidates` with room, in-process,
+    /// with the cutover protocol: plan, copy with metadata into staging
+    /// under the exclusive drain lock (writers wait), switch, cleanup. The
+    /// caller must not hold the object's drain lock. Returns the new rank.
+    pub fn relocate(&self, oid: &Oid, candidates: &[u8], reason: &str) -> Result<u8> {
+        let (live, node) = self.live_for(oid)?;
+        let cur = node
+            .rank
+            .ok_or_else(|| err!(libc::EISDIR, "not a regular file"))?;
+        let st = self.getattr(oid.ino())?;
+        let need = u64::try_from(st.st_size)
+            .unwrap_or(0)
+            .saturating_add(MOVE_RESERVE_BYTES);
+        let full_pct = self.full_pct.load(Ordering::Relaxed) as u32;
+        let dest = candidates
+            .iter()
+            .copied()
+            .filter(|r| *r != cur)
+            .find(|r| {
+                let t = &self.tiers[usize::from(*r)];
+                t.invalidate_statfs();
+                t.is_ok()
+                    && !t.near_full(full_pct).unwrap_or(true)
+                    && t.statfs()
+                        .map(|v| v.f_bavail.saturating_mul(v.f_frsize) >= need)
+                        .unwrap_or(false)
+            })
+            .ok_or_else(|| err!(libc::ENOSPC, "no tier has room for {need} bytes"))?;
+        let seq = self.moves.internal_seq.fetch_add(1, Ordering::AcqRel) | (1 << 63);
+        {
+            let mut mv = live.mv.lock();
+            if mv.state != state::PLACED {
+                return Err(ebusy(format!("object is {}", state::name(mv.state))));
+            }
+            if live.io.lock().passthrough > 0 {
+                return Err(ebusy("passthrough handles open"));
+            }
+            *mv = crate::live::MoveState {
+                state: state::PLAN_ACCEPTED,
+                intended: dest,
+                source: cur,
+                seq,
+                ..Default::default()
+            };
+        }
+        let dt = &self.tiers[usize::from(dest)];
+        let src_slot = self.tiers[usize::from(cur)].slot;
+        if let Err(e) =
+            self.placement
+                .move_state(oid, state::PLAN_ACCEPTED, src_slot, dt.slot, seq, reason)
+        {
+            *live.mv.lock() = Default::default();
+            return Err(err!(libc::EIO, "journaling the internal plan failed: {e}"));
+        }
+        if dt.open_dir(OsStr::new(INCOMING_DIR)).is_err() {
+            self.prepare_movement_dirs_on(dt);
+        }
+        self.emit(MoveEvt {
+            oid: *oid,
+            state: state::PLAN_ACCEPTED,
+            seq,
+            current: cur,
+            intended: dest,
+            reason: Some(reason.to_string()),
+        });
+        let guard = live.drain.write();
+        live.mv.lock().state = state::CUTOVER_IN_PROGRESS;
+        let _ = self.placement.move_state(
+            oid,
+            state::CUTOVER_IN_PROGRESS,
+            src_slot,
+            dt.slot,
+            seq,
+            reason,
+        );
+        // The node's current path, under the drain lock (renames are fine:
+        // the switch re-reads it under ns_lock).
+        let rel = self.node(oid.ino()).map(|n| n.rel_path)?;
+        let mut staging = dt.path.join(INCOMING_DIR);
+        staging.push(staging_name(oid, seq));
+        let copied = smoothfs_control::copy::copy_file(
+            &self.lower_path(cur, &rel),
+            &staging,
+            &smoothfs_control::copy::CopyOptions::default(),
+            &mut |_, _| {},
+        );
+        if let Err(e) = copied {
+            drop(guard);
+            self.fail_move(&live, &format!("internal copy failed: {e}"), None);
+            return Err(err!(libc::ENOSPC, "relocation to tier {dest} failed: {e}"));
+        }
+        let r = self.switch_and_swap(&live, seq, cur, dest);
+        drop(guard);
+        r?;
+        self.invalidate_inode(oid.ino());
+        self.emit(MoveEvt {
+            oid: *oid,
+            state: state::SWITCHED,
+            seq,
+            current: dest,
+            intended: dest,
+            reason: None,
+        });
+        // No worker will send MOVE_CLEANUP for an internal move.
+        self.cleanup(&live);
+        bump(&self.moves.cutovers_total);
+        info!(%oid, from = cur, to = dest, reason, "object relocated");
+        Ok(dest)
     }
 
     /// S11.2 steps 1–3. On error returns the rel_path when a destination
