@@ -407,3 +407,40 @@ fn posix_acl_grants_nobody_read_on_a_0600_file() {
         "the ACL is stored as a lower xattr"
     );
 }
+
+/// S2.5 item 6: the target directory exists only on tier 1 and tier 0 is
+/// completely full (so the parent chain cannot be made there): the file is
+/// moved to tier 1 with the cutover protocol and then renamed; the caller
+/// sees an ordinary rename, with identity kept.
+#[test]
+fn s2_5_item6_rename_relocates_when_the_parent_cannot_be_materialised() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let p = TwoTierPool::new("ext4", "ext4", "");
+    let data = pattern(1 << 20, 31);
+    write_synced(&p.mnt("f.bin"), &data);
+    let ino = ino_of(&p.mnt("f.bin"));
+    fill_to_pct(p.t0.path(), 100);
+    // Root may still use the reserved blocks: take them too.
+    for n in 0.. {
+        let path = p.t0.join(format!("smoothfs-test-reserved-{n}"));
+        let Ok(f) = std::fs::File::create(&path) else {
+            break;
+        };
+        use std::os::unix::io::AsRawFd;
+        if unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, 1 << 20) } != 0
+            && unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, 4096) } != 0
+        {
+            break;
+        }
+    }
+    wait_statfs_refresh();
+    std::fs::create_dir(p.mnt("d2")).expect("mkdir spills to tier 1");
+    assert_eq!(p.holders("d2"), vec![1]);
+    std::fs::rename(p.mnt("f.bin"), p.mnt("d2/f.bin")).expect("rename succeeds");
+    assert_eq!(p.holders("d2/f.bin"), vec![1]);
+    assert!(p.holders("f.bin").is_empty());
+    assert_eq!(std::fs::read(p.mnt("d2/f.bin")).unwrap(), data);
+    assert_eq!(ino_of(&p.mnt("d2/f.bin")), ino, "identity kept");
+}

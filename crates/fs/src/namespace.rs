@@ -35,9 +35,13 @@ pub const KIND_SYMLINK: u8 = 3;
 pub const KIND_OTHER: u8 = 4;
 pub const SLOT_NONE: u8 = 0xFF;
 
-const OID_XATTR_C: &CStr = c"trusted.smoothfs.oid";
-const GEN_XATTR_C: &CStr = c"trusted.smoothfs.gen";
+pub(crate) const OID_XATTR_C: &CStr = c"trusted.smoothfs.oid";
+pub(crate) const GEN_XATTR_C: &CStr = c"trusted.smoothfs.gen";
 const ACL_DEFAULT_C: &CStr = c"system.posix_acl_default";
+
+/// Message prefix of the EXDEV a file rename returns when the target's
+/// parent chain cannot be made on the file's tier (S2.5 item 6).
+const MATERIALISE_FAILED: &str = "cannot materialise";
 
 /// The internal directory on every tier, hidden at the mount root.
 pub const INTERNAL_DIR: &str = ".smoothfs";
@@ -68,9 +72,13 @@ pub struct Counters {
     pub gen_bumps_total: AtomicU64,
     pub passthrough_opens_total: AtomicU64,
     pub mediated_opens_total: AtomicU64,
+    /// Duplicates the scrub moved to quarantine (S4.6 item 2).
+    pub duplicates_quarantined_total: AtomicU64,
+    /// Stale duplicates (same OID and content as the authoritative copy) the scrub removed.
+    pub stale_duplicates_removed_total: AtomicU64,
 }
 
-fn bump(c: &AtomicU64) {
+pub(crate) fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
@@ -237,7 +245,7 @@ impl Namespace {
         m
     }
 
-    fn meta_active(&self, rank: u8) -> bool {
+    pub(crate) fn meta_active(&self, rank: u8) -> bool {
         self.metadata_mask.load(Ordering::Relaxed) & (1 << rank) != 0
     }
 
@@ -354,7 +362,7 @@ impl Namespace {
     /// Identity of the lower entry `name` in `dir` on tier `rank`: read the
     /// OID xattr, restore it from the index, or mint a new one (written
     /// create-only before we answer). Returns None for a stale duplicate.
-    fn identify(
+    pub(crate) fn identify(
         &self,
         rank: u8,
         dir: BorrowedFd<'_>,
@@ -436,7 +444,7 @@ impl Namespace {
         matches!(sys::lgetxattr(d.as_fd(), &n, OID_XATTR_C), Ok(v) if v == oid.0)
     }
 
-    fn mint_for(
+    pub(crate) fn mint_for(
         &self,
         rank: u8,
         dir: BorrowedFd<'_>,
@@ -836,7 +844,7 @@ impl Namespace {
         sys::readlinkat(d.as_fd(), &n).map_err(io_err(|| format!("readlink {:?}", node.rel_path)))
     }
 
-    fn check_writable(&self) -> Result<()> {
+    pub(crate) fn check_writable(&self) -> Result<()> {
         if self.read_only {
             Err(err!(libc::EROFS, "pool mounted read-only"))
         } else {
@@ -1241,6 +1249,44 @@ impl Namespace {
         newname: &OsStr,
         flags: u32,
     ) -> Result<()> {
+        match self.rename_inner(parent, name, newparent, newname, flags) {
+            // S2.5 item 6: the target's parent chain cannot be made on the
+            // file's tier (full or read-only there): move the file to the
+            // tier of the target parent's canonical copy, then rename there.
+            Err(e)
+                if e.errno == libc::EXDEV
+                    && e.msg.starts_with(MATERIALISE_FAILED)
+                    && flags & libc::RENAME_EXCHANGE == 0 =>
+            {
+                let pnode = self.node(parent)?;
+                let npnode = self.node(newparent)?;
+                let Some((oid, _, KIND_FILE, Some(_), _)) =
+                    self.find_in_dir(&pnode.rel_path, name)?
+                else {
+                    return Err(e);
+                };
+                let (t, _) = self.canonical_dir(&npnode.rel_path)?;
+                let rank = t.rank;
+                match self.relocate(&oid, &[rank], "rename: parent chain cannot be materialised") {
+                    Ok(_) => self.rename_inner(parent, name, newparent, newname, flags),
+                    Err(r) => {
+                        warn!("rename relocation of {oid} failed: {r}");
+                        Err(e)
+                    }
+                }
+            }
+            other => other,
+        }
+    }
+
+    fn rename_inner(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        newparent: u64,
+        newname: &OsStr,
+        flags: u32,
+    ) -> Result<()> {
         self.check_writable()?;
         check_name(newname)?;
         if flags & libc::RENAME_WHITEOUT != 0 {
@@ -1307,7 +1353,7 @@ impl Namespace {
             if e.errno == libc::ENOSPC || e.errno == libc::EDQUOT || e.errno == libc::EROFS {
                 err!(
                     libc::EXDEV,
-                    "cannot materialise {} on tier {srank}: {}",
+                    "{MATERIALISE_FAILED} {} on tier {srank}: {}",
                     to_str(&npnode.rel_path),
                     e
                 )
