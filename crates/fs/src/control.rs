@@ -280,11 +280,14 @@ pub struct Control {
     mounted_at: Instant,
     /// (last_reconcile_reason, last_reconcile_at in unix seconds).
     reconciled: Mutex<(String, u64)>,
+    /// The background scrub (S4.6); its thread is started by the mount.
+    pub scrubber: Arc<crate::scrub::Scrubber>,
 }
 
 impl Control {
     pub fn new(ns: Arc<Namespace>, info: PoolInfo, hub: Arc<EventHub>) -> Arc<Control> {
         let caps = ns.tiers.iter().map(|t| t.caps).collect();
+        let scrubber = Arc::new(crate::scrub::Scrubber::new(&ns));
         Arc::new(Control {
             ns,
             info,
@@ -292,6 +295,7 @@ impl Control {
             caps: Mutex::new(caps),
             mounted_at: Instant::now(),
             reconciled: Mutex::new((String::new(), 0)),
+            scrubber,
         })
     }
 
@@ -386,9 +390,9 @@ impl Control {
             Command::Reconcile => self.reconcile(req),
             Command::PinSet => self.pin_set(req),
             Command::ListObjects => self.list_objects(req),
-            Command::TierDown | Command::TierResume | Command::PruneDirs | Command::Scrub => {
-                Err(WireError::new(libc::ENOSYS, NOT_YET))
-            }
+            Command::PruneDirs => self.prune_dirs(req),
+            Command::Scrub => self.scrub(req),
+            Command::TierDown | Command::TierResume => Err(WireError::new(libc::ENOSYS, NOT_YET)),
         }
     }
 
@@ -655,6 +659,12 @@ impl Control {
                 self.ns.full_pct.store(pct, Ordering::Relaxed);
                 info!("write_staging_full_pct set to {pct}");
                 pct.to_string()
+            }
+            "scrub_rate" => {
+                let rate = parse_decimal(value).ok_or_else(|| {
+                    WireError::invalid(format!("{name}: '{value}' is not a positive integer"))
+                })?;
+                self.scrubber.set_rate(rate).map_err(fs_err)?.to_string()
             }
             "passthrough_write_off_pct" => {
                 let pct = parse_decimal(value)
@@ -1013,6 +1023,62 @@ impl Control {
         Ok(m)
     }
 
+    // ---- SCRUB (S4.6), PRUNE_DIRS (S15.3) --------------------------------
+
+    fn scrub(&self, req: &Request<'_>) -> Reply {
+        match req.attrs.get_str(Attr::Name)?.unwrap_or("status") {
+            "start" => {
+                if self.info.read_only {
+                    return Err(WireError::new(libc::EROFS, "pool mounted read-only"));
+                }
+                self.scrubber.start();
+                info!("scrub started on request");
+            }
+            "stop" => {
+                self.scrubber.stop();
+                info!("scrub stopped on request");
+            }
+            "status" => {}
+            other => {
+                return Err(WireError::invalid(format!(
+                    "SCRUB NAME must be start, stop or status, not '{other}'"
+                )));
+            }
+        }
+        let items: Vec<StatusItem> = self
+            .scrubber
+            .status_items(&self.ns)
+            .into_iter()
+            .map(|(name, value)| StatusItem { name, value })
+            .collect();
+        let mut m = req.reply();
+        m.put_list(Attr::StatusItems, &items, |w, i| i.encode(w));
+        Ok(m)
+    }
+
+    fn prune_dirs(&self, req: &Request<'_>) -> Reply {
+        let mask = req.attrs.get_u64(Attr::TierMask)?;
+        let under = req.attrs.get_path(Attr::RelPath)?;
+        let report = self
+            .ns
+            .prune_dirs(mask, under.map(|p| p.as_os_str()))
+            .map_err(fs_err)?;
+        info!(
+            removed = report.dirs_removed,
+            updated = report.dirs_updated,
+            kept = report.dirs_kept,
+            "directories pruned"
+        );
+        let items: Vec<StatusItem> = report
+            .status_items()
+            .into_iter()
+            .map(|(name, value)| StatusItem { name, value })
+            .collect();
+        let mut m = req.reply();
+        m.put_list(Attr::StatusItems, &items, |w, i| i.encode(w));
+        Ok(m)
+    }
+
     // ---- LIST_OBJECTS (S7.4) ----------------------------------------------
 
     /// Pages through the identity index in OID order. SINCE_SEQ is accepted
@@ -1206,7 +1272,6 @@ const NOT_BUILT_ZERO: &[&str] = &[
 /// RW tunables of S26.1 whose subsystems are not built yet.
 const RW_NOT_BUILT: &[&str] = &[
     "create_disabled_tier_mask",
-    "scrub_rate",
     "mediated_comm",
     "heat_interval_ms",
     "write_staging_enabled",
@@ -1739,7 +1804,7 @@ mod tests {
         assert_eq!(call(&f.ctl, &m, 1000).0, libc::EPERM as u32);
         // Missing OBJECT_ID etc.
         assert_eq!(call(&f.ctl, &m, 0).0, libc::EINVAL as u32);
-        let m = with_pool(Command::Scrub, 1, |_| {});
+        let m = with_pool(Command::TierResume, 1, |_| {});
         let (e, _, b) = call(&f.ctl, &m, 0);
         assert_eq!(e, libc::ENOSYS as u32);
         assert_eq!(attrs(&b).require_str(Attr::ErrorMsg).unwrap(), NOT_YET);
@@ -1847,7 +1912,11 @@ mod tests {
             set(&f.ctl, "spill_creates_total", "1"),
             Err(libc::EPERM as u32)
         );
-        assert_eq!(set(&f.ctl, "scrub_rate", "1"), Err(libc::ENOSYS as u32));
+        assert_eq!(set(&f.ctl, "scrub_rate", "1"), Ok("1".to_string()));
+        assert_eq!(
+            set(&f.ctl, "heat_interval_ms", "1000"),
+            Err(libc::ENOSYS as u32)
+        );
     }
 
     #[test]
@@ -2369,6 +2438,37 @@ mod tests {
                 .ns
                 .must_mediate(&f.ctl.ns.live.get(oid.ino()).unwrap())
         );
+    }
+
+    #[test]
+    fn scrub_and_prune_commands() {
+        let f = fixture(2);
+        let run = |name: &str| {
+            let (e, _, b) = call(
+                &f.ctl,
+                &with_pool(Command::Scrub, 12, |a| {
+                    a.put_str(Attr::Name, name);
+                }),
+                0,
+            );
+            (e, b)
+        };
+        let (e, b) = run("status");
+        assert_eq!(e, 0);
+        let items = decode_list(&attrs(&b), Attr::StatusItems, StatusItem::decode).unwrap();
+        assert!(items.iter().any(|i| i.name == "scrub_state"));
+        assert_eq!(run("start").0, 0);
+        assert_eq!(run("stop").0, 0);
+        assert_eq!(run("bogus").0, libc::EINVAL as u32);
+        // PRUNE_DIRS: an empty slower copy of a directory is removed.
+        std::fs::create_dir_all(f.tiers[0].join("a/b")).unwrap();
+        std::fs::create_dir_all(f.tiers[1].join("a/b")).unwrap();
+        let (e, _, b) = call(&f.ctl, &with_pool(Command::PruneDirs, 13, |_| {}), 0);
+        assert_eq!(e, 0);
+        let items = decode_list(&attrs(&b), Attr::StatusItems, StatusItem::decode).unwrap();
+        let removed = items.iter().find(|i| i.name == "dirs_removed").unwrap();
+        assert_eq!(removed.value, "2");
+        assert!(!f.tiers[1].join("a").exists());
     }
 
     #[test]

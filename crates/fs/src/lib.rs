@@ -18,6 +18,8 @@ pub mod oid;
 pub mod options;
 pub mod placement;
 pub mod probe;
+pub mod prune;
+pub mod scrub;
 pub mod sys;
 pub mod tier;
 

@@ -312,6 +312,7 @@ pub fn run(opts: MountOptions, ready: impl FnOnce()) -> Result<()> {
         },
         Arc::clone(&hub),
     );
+    let scrubber = Arc::clone(&ctl.scrubber);
     let server = match control::Server::listen(ctl, &prepared.opts.socket_path()) {
         Ok(s) => s,
         Err(e) => {
@@ -325,6 +326,18 @@ pub fn run(opts: MountOptions, ready: impl FnOnce()) -> Result<()> {
             server.shutdown();
             detach(&mountpoint);
             return Err(e);
+        }
+    };
+    // S4.6: the background scrub, after each mount when one is due or
+    // pending (a pass cut short by an unmount or crash resumes).
+    if !prepared.opts.read_only() {
+        scrubber.start_if_due(crate::scrub::DEFAULT_SCRUB_INTERVAL_S);
+    }
+    let scrub_thread = match crate::scrub::Scrubber::spawn(scrubber, Arc::clone(&prepared.ns)) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            warn!("scrub thread not started: {e}");
+            None
         }
     };
     let maint = Maintenance::start(
@@ -354,6 +367,9 @@ pub fn run(opts: MountOptions, ready: impl FnOnce()) -> Result<()> {
     // No control thread may outlive the session holding the namespace.
     server.shutdown();
     maint.stop();
+    if let Some(t) = scrub_thread {
+        t.shutdown();
+    }
     // If the loop ended for any reason other than an unmount, don't leave a dead mount behind.
     detach(&mountpoint);
     match &result {
