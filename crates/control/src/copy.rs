@@ -608,7 +608,7 @@ fn hash_open_file(
                 .min(DEFAULT_CHUNK_BYTES);
             let b = buf.get_mut(n);
             read_exact_at(f, b, off, what)?;
-            h.update(b);
+            h.update_rayon(b);
             off += n as u64;
         }
         hashed = end;
@@ -718,7 +718,7 @@ fn stream_ranges(
             let b = buf.get_mut(n);
             read_exact_at(src, b, off, "source")?;
             if let Some(h) = hasher.as_deref_mut() {
-                h.update(b);
+                h.update_rayon(b);
             }
             write_skipping_zeros(dst, b, off)?;
             off += n as u64;

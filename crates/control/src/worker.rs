@@ -144,6 +144,14 @@ pub struct MoveOptions {
     pub full_pct: Option<u8>,
     /// `smoothfs_verify_source_rehash` (W9).
     pub verify_source_rehash: bool,
+    /// `smoothfs_move_preallocate`: fallocate the staging file to the
+    /// source's size at W6. Off by default: on ext4 the copy into
+    /// preallocated (unwritten) extents measured 3.5x slower than a plain
+    /// write (1 GiB: 3.7 s vs 1.1 s), and the W6 free-space check already
+    /// reserves size + `move_reserve_bytes`; a tier filled by others during
+    /// the copy makes the copy fail with ENOSPC, the move fail, and the
+    /// source stay authoritative (docs/semantics.md).
+    pub preallocate: bool,
     pub copy: CopyOptions,
 }
 
@@ -157,6 +165,7 @@ impl MoveOptions {
             reserve_bytes: DEFAULT_RESERVE_BYTES,
             full_pct: None,
             verify_source_rehash: true,
+            preallocate: false,
             copy: CopyOptions::default(),
         }
     }
@@ -865,7 +874,7 @@ impl Move<'_> {
             .map(|m| std::os::unix::fs::MetadataExt::dev(&m) == before.dev)
             .unwrap_or(false);
         let reflink_likely = same_fs && prep.dest_tier.caps.contains(TierCap::Reflink);
-        if !before.is_sparse() && !reflink_likely {
+        if self.opts.preallocate && !before.is_sparse() && !reflink_likely {
             staging.preallocate(before.size)?;
         }
         self.obs.state(

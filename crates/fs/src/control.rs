@@ -204,6 +204,29 @@ impl EventHub {
         self.pool_uuid
     }
 
+    /// TIER_FAULT or TIER_RESUMED for a tier state change (S23).
+    pub fn tier_event(&self, pool_name: &str, any_spill: bool, e: &crate::health::TierEvt) {
+        let state = tier_state(e.state);
+        let ev = if e.resumed {
+            Event::TierResumed(smoothfs_uapi::event::TierResumed {
+                pool_uuid: self.pool_uuid,
+                tier_rank: e.rank,
+                tier_state: state,
+            })
+        } else {
+            Event::TierFault(smoothfs_uapi::event::TierFault {
+                pool_uuid: self.pool_uuid,
+                pool_name: pool_name.to_string(),
+                fsid: fsid_for(&self.pool_uuid),
+                any_spill_since_mount: any_spill,
+                tier_rank: e.rank,
+                tier_state: state,
+                fault_errno: u32::try_from(e.errno).unwrap_or(0),
+            })
+        };
+        let _ = self.publish(&ev);
+    }
+
     /// The SPILL event for a released spilled create (S5.2).
     pub fn spill(&self, rec: &SpillRecord) {
         let _ = self.publish(&Event::Spill(Spill {
@@ -282,12 +305,23 @@ pub struct Control {
     reconciled: Mutex<(String, u64)>,
     /// The background scrub (S4.6); its thread is started by the mount.
     pub scrubber: Arc<crate::scrub::Scrubber>,
+    /// Tier health checks (S23); ticked by the mount's maintenance thread.
+    pub health: Arc<crate::health::Health>,
 }
 
 impl Control {
     pub fn new(ns: Arc<Namespace>, info: PoolInfo, hub: Arc<EventHub>) -> Arc<Control> {
         let caps = ns.tiers.iter().map(|t| t.caps).collect();
         let scrubber = Arc::new(crate::scrub::Scrubber::new(&ns));
+        let health = Arc::new(crate::health::Health::new(
+            info.uuid,
+            info.tier_ids
+                .iter()
+                .map(|s| Uuid::parse_str(s).unwrap_or_default())
+                .collect(),
+            &ns.tiers,
+        ));
+        let _ = ns.moves.health.set(Arc::clone(&health));
         Arc::new(Control {
             ns,
             info,
@@ -296,6 +330,7 @@ impl Control {
             mounted_at: Instant::now(),
             reconciled: Mutex::new((String::new(), 0)),
             scrubber,
+            health,
         })
     }
 
@@ -392,7 +427,8 @@ impl Control {
             Command::ListObjects => self.list_objects(req),
             Command::PruneDirs => self.prune_dirs(req),
             Command::Scrub => self.scrub(req),
-            Command::TierDown | Command::TierResume => Err(WireError::new(libc::ENOSYS, NOT_YET)),
+            Command::TierDown => self.tier_down(req),
+            Command::TierResume => self.tier_resume(req),
         }
     }
 
@@ -578,6 +614,11 @@ impl Control {
         v.push(("reissues_total", ld(&mv.reissues_total)));
         v.push(("reissue_failures_total", ld(&mv.reissue_failures_total)));
         v.push(("quarantined_total", ld(&mv.quarantined_total)));
+        v.push(("tier_faults_total", ld(&mv.tier_faults_total)));
+        v.push((
+            "tier_health_interval_ms",
+            self.health.interval_ms.load(Ordering::Relaxed).to_string(),
+        ));
         v.push(("spill_writes_total", ld(&mv.spill_writes_total)));
         v.push((
             "spill_writes_failed_all_tiers",
@@ -679,6 +720,15 @@ impl Control {
                     .passthrough_write_off_pct
                     .store(pct, Ordering::Relaxed);
                 pct.to_string()
+            }
+            "tier_health_interval_ms" => {
+                let v = parse_decimal(value)
+                    .filter(|v| (100..=3_600_000).contains(v))
+                    .ok_or_else(|| {
+                        WireError::invalid(format!("{name}: '{value}' is not in 100..=3600000"))
+                    })?;
+                self.health.interval_ms.store(v, Ordering::Relaxed);
+                v.to_string()
             }
             "cutover_drain_timeout_ms" | "cleanup_grace_s" | "quiesce_timeout_ms" => {
                 let v = parse_decimal(value)
@@ -1023,6 +1073,40 @@ impl Control {
         Ok(m)
     }
 
+    // ---- TIER_DOWN / TIER_RESUME (S23) ---------------------------------------
+
+    fn tier_rank(&self, req: &Request<'_>) -> std::result::Result<u8, WireError> {
+        let rank = req.attrs.require_u8(Attr::TierRank)?;
+        if usize::from(rank) >= self.ns.tiers.len() {
+            return Err(WireError::invalid(format!(
+                "TIER_RANK {rank}: the pool has {} tier(s)",
+                self.ns.tiers.len()
+            )));
+        }
+        Ok(rank)
+    }
+
+    fn tier_down(&self, req: &Request<'_>) -> Reply {
+        let rank = self.tier_rank(req)?;
+        warn!("tier {rank} set down by TIER_DOWN");
+        self.ns
+            .set_tier_state(rank, crate::health::STATE_DOWN, libc::ESHUTDOWN);
+        let mut m = req.reply();
+        m.put_u8(Attr::TierState, TierState::Down.number());
+        Ok(m)
+    }
+
+    fn tier_resume(&self, req: &Request<'_>) -> Reply {
+        let rank = self.tier_rank(req)?;
+        let st = self.health.resume(&self.ns, rank).map_err(fs_err)?;
+        if !self.info.read_only {
+            self.scrubber.start();
+        }
+        let mut m = req.reply();
+        m.put_u8(Attr::TierState, tier_state(st).number());
+        Ok(m)
+    }
+
     // ---- SCRUB (S4.6), PRUNE_DIRS (S15.3) --------------------------------
 
     fn scrub(&self, req: &Request<'_>) -> Reply {
@@ -1262,7 +1346,6 @@ struct View {
 
 /// Read-only counters of subsystems not built yet; zero is their true value.
 const NOT_BUILT_ZERO: &[&str] = &[
-    "tier_faults_total",
     "write_staging_supported",
     "staged_bytes",
     "staged_rehomes_total",

@@ -311,6 +311,14 @@ impl SmoothFs {
     /// lower after a cutover, as the opener (S11.5). Passthrough handles
     /// never outlive a cutover (gate 8), so they never reissue.
     fn fd_of(&self, h: &Handle) -> Result<Arc<OwnedFd>, Errno> {
+        // S23.2: I/O on an object whose tier is faulted or down fails.
+        if self.ns.tiers.iter().any(|t| !t.is_ok())
+            && let Ok(n) = self.ns.node(h.ino)
+            && let Some(r) = n.rank
+            && let Err(e) = self.ns.check_tier_ok(r)
+        {
+            return Err(errno(&e));
+        }
         let now = h.live.cutover_gen.load(Ordering::Acquire);
         let mut fd = h.fd.lock();
         if h.backing.is_some() || h.gen_.load(Ordering::Acquire) == now {
@@ -347,6 +355,16 @@ impl SmoothFs {
                     .fetch_add(1, Ordering::Relaxed);
                 Err(Errno::from(e))
             }
+        }
+    }
+
+    /// Feed a lower I/O error into the tier fault detector (S23.1).
+    fn note_io_error(&self, h: &Handle, e: &std::io::Error) {
+        if let Some(errno) = e.raw_os_error()
+            && let Ok(n) = self.ns.node(h.ino)
+            && let Some(r) = n.rank
+        {
+            self.ns.note_io_error(r, errno);
         }
     }
 
@@ -857,7 +875,10 @@ impl Filesystem for SmoothFs {
                 Ok(0) => break,
                 Ok(n) => done += n,
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-                Err(e) => return reply.error(Errno::from(e)),
+                Err(e) => {
+                    self.note_io_error(&h, &e);
+                    return reply.error(Errno::from(e));
+                }
             }
         }
         if !h.internal {
@@ -919,7 +940,10 @@ impl Filesystem for SmoothFs {
                         Err(e) => return reply.error(e),
                     };
                 }
-                Err(e) => return reply.error(Errno::from(e)),
+                Err(e) => {
+                    self.note_io_error(&h, &e);
+                    return reply.error(Errno::from(e));
+                }
             }
         }
         drop(drain);

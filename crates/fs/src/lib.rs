@@ -6,6 +6,7 @@
 pub mod control;
 pub mod error;
 pub mod fuse;
+pub mod health;
 pub mod heat;
 pub mod index;
 pub mod journal;

@@ -40,6 +40,7 @@ impl Maintenance {
         ns: Arc<Namespace>,
         hub: Arc<control::EventHub>,
         heat_interval_ms: u32,
+        health: Arc<crate::health::Health>,
     ) -> Maintenance {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = Arc::clone(&stop);
@@ -48,11 +49,17 @@ impl Maintenance {
             .spawn(move || {
                 let mut last_sweep = std::time::Instant::now();
                 let mut last_heat = std::time::Instant::now();
+                let mut last_health = std::time::Instant::now();
                 let heat_every =
                     std::time::Duration::from_millis(u64::from(heat_interval_ms.max(100)));
                 while !flag.load(Ordering::Acquire) {
                     std::thread::sleep(std::time::Duration::from_millis(250));
                     ns.auto_cleanup();
+                    let every = health.interval_ms.load(Ordering::Relaxed);
+                    if last_health.elapsed() >= std::time::Duration::from_millis(every) {
+                        health.tick(&ns);
+                        last_health = std::time::Instant::now();
+                    }
                     if last_heat.elapsed() >= heat_every {
                         control::drain_heat(&ns, &hub);
                         last_heat = std::time::Instant::now();
@@ -313,6 +320,16 @@ pub fn run(opts: MountOptions, ready: impl FnOnce()) -> Result<()> {
         Arc::clone(&hub),
     );
     let scrubber = Arc::clone(&ctl.scrubber);
+    let health = Arc::clone(&ctl.health);
+    let tier_hub = Arc::clone(&hub);
+    let tier_pool = prepared.opts.pool.clone();
+    let spill_ns = Arc::downgrade(&prepared.ns);
+    let _ = prepared.ns.moves.tier_event.set(Box::new(move |e| {
+        let any_spill = spill_ns
+            .upgrade()
+            .is_some_and(|ns| ns.counters.any_spill_since_mount.load(Ordering::Relaxed) != 0);
+        tier_hub.tier_event(&tier_pool, any_spill, &e);
+    }));
     let server = match control::Server::listen(ctl, &prepared.opts.socket_path()) {
         Ok(s) => s,
         Err(e) => {
@@ -344,6 +361,7 @@ pub fn run(opts: MountOptions, ready: impl FnOnce()) -> Result<()> {
         Arc::clone(&prepared.ns),
         Arc::clone(&hub),
         prepared.opts.tunables.heat_interval_ms,
+        health,
     );
     hub.set_ready();
     info!("mounted pool '{pool_name}' with {n_tiers} tier(s)");

@@ -97,6 +97,11 @@ pub struct MoveCtl {
     pub spill_writes_failed_all_tiers: AtomicU64,
     /// Seqs of internal moves (high bit set, never a worker's).
     pub internal_seq: AtomicU64,
+    pub tier_faults_total: AtomicU64,
+    /// TIER_FAULT / TIER_RESUMED sink.
+    pub tier_event: Sink<crate::health::TierEvt>,
+    /// The pool's tier health checker (installed by the control socket).
+    pub health: OnceLock<Arc<crate::health::Health>>,
     /// MOVE_STATE sink.
     pub emit: Sink<MoveEvt>,
     /// Kernel cache invalidation of one inode (whole range + attributes).
@@ -128,6 +133,9 @@ impl Default for MoveCtl {
             spill_writes_total: AtomicU64::new(0),
             spill_writes_failed_all_tiers: AtomicU64::new(0),
             internal_seq: AtomicU64::new(1),
+            tier_faults_total: AtomicU64::new(0),
+            tier_event: OnceLock::new(),
+            health: OnceLock::new(),
             emit: OnceLock::new(),
             invalidate: OnceLock::new(),
         }
@@ -301,6 +309,7 @@ impl Namespace {
         if node.kind == KIND_FILE && cur == dest {
             return Err(err!(libc::EALREADY, "object is already on tier {dest}"));
         }
+        self.check_tier_ok(cur)?;
         if live.state() != state::PLACED {
             return Err(ebusy(format!("object is {}", state::name(live.state()))));
         }
@@ -994,6 +1003,12 @@ impl Namespace {
                 return Err(err!(libc::ESTALE, "switch seq is {}, not {seq}", mv.seq));
             }
         }
+        let src = live.mv.lock().source;
+        if !self.tiers[usize::from(src)].is_ok() {
+            // S23.2 item 4: pending until the tier returns.
+            live.mv.lock().switched_at = None;
+            return Ok((state::SWITCHED, libc::EIO));
+        }
         let errno = self.cleanup(&live);
         Ok((state::CLEANUP_COMPLETE, errno))
     }
@@ -1075,13 +1090,31 @@ impl Namespace {
         errno
     }
 
+    /// Run cleanups that were held because their source tier was faulted
+    /// or down (S23.3 item 3), now that tiers are back.
+    pub fn auto_cleanup_now(&self) {
+        for live in self.live.all() {
+            let due = {
+                let mv = live.mv.lock();
+                mv.state == state::SWITCHED
+                    && mv.switched_at.is_none()
+                    && self.tiers[usize::from(mv.source)].is_ok()
+            };
+            if due {
+                self.cleanup(&live);
+            }
+        }
+    }
+
     /// Clean up switched objects whose `cleanup_grace_s` has passed (S9.2).
     pub fn auto_cleanup(&self) {
         let grace = Duration::from_secs(self.moves.cleanup_grace_s.load(Ordering::Relaxed));
         for live in self.live.all() {
             let due = {
                 let mv = live.mv.lock();
-                mv.state == state::SWITCHED && mv.switched_at.is_some_and(|t| t.elapsed() >= grace)
+                mv.state == state::SWITCHED
+                    && mv.switched_at.is_some_and(|t| t.elapsed() >= grace)
+                    && self.tiers[usize::from(mv.source)].is_ok()
             };
             if due {
                 bump(&self.moves.auto_cleanups_total);

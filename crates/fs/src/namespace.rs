@@ -39,6 +39,28 @@ pub(crate) const OID_XATTR_C: &CStr = c"trusted.smoothfs.oid";
 pub(crate) const GEN_XATTR_C: &CStr = c"trusted.smoothfs.gen";
 const ACL_DEFAULT_C: &CStr = c"system.posix_acl_default";
 
+/// Attributes of an object from its index snapshot, for a tier that must
+/// not be touched (S23.2 item 2).
+fn stat_from_snapshot(rec: &ObjectRec) -> libc::stat {
+    // SAFETY: libc::stat is plain old data; all-zero is a valid value.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    st.st_ino = rec.oid.ino();
+    st.st_mode = rec.attrs.mode;
+    st.st_uid = rec.attrs.uid;
+    st.st_gid = rec.attrs.gid;
+    st.st_size = i64::try_from(rec.attrs.size).unwrap_or(i64::MAX);
+    st.st_nlink = rec.nlink_names.len().max(1) as libc::nlink_t;
+    st.st_mtime = rec.attrs.mtime_ns.div_euclid(1_000_000_000);
+    st.st_mtime_nsec = rec.attrs.mtime_ns.rem_euclid(1_000_000_000);
+    st.st_ctime = st.st_mtime;
+    st.st_ctime_nsec = st.st_mtime_nsec;
+    st.st_atime = st.st_mtime;
+    st.st_atime_nsec = st.st_mtime_nsec;
+    st.st_blksize = 4096;
+    st.st_blocks = (st.st_size + 511) / 512;
+    st
+}
+
 /// Message prefix of the EXDEV a file rename returns when the target's
 /// parent chain cannot be made on the file's tier (S2.5 item 6).
 const MATERIALISE_FAILED: &str = "cannot materialise";
@@ -542,7 +564,23 @@ impl Namespace {
         }
         let rel = join(parent_rel, name);
         // 1. The path index: jump straight to the authoritative tier.
-        if let Some(rec) = self.placement.by_path(&to_str(&rel))
+        let indexed = self.placement.by_path(&to_str(&rel));
+        // A faulted or down tier is not touched: its objects stay
+        // resolvable from the index snapshot (S23.2 item 2).
+        if let Some(rec) = &indexed
+            && rec.kind != KIND_DIR
+            && let Some(t) = self.tier_by_slot(rec.slot)
+            && !t.is_ok()
+        {
+            return Ok(Some((
+                rec.oid,
+                rec.r#gen,
+                rec.kind,
+                Some(t.rank),
+                stat_from_snapshot(rec),
+            )));
+        }
+        if let Some(rec) = indexed
             && rec.kind != KIND_DIR
             && let Some(t) = self.tier_by_slot(rec.slot)
             && (self.meta_active(t.rank) || self.nodes.read().contains_key(&rec.oid.ino()))
@@ -702,6 +740,7 @@ impl Namespace {
         let rank = node
             .rank
             .ok_or_else(|| err!(libc::EIO, "object without tier"))?;
+        self.check_tier_ok(rank)?;
         if !self.meta_active(rank)
             && let Some(st) = node.attr
         {
@@ -1162,6 +1201,7 @@ impl Namespace {
             return Err(err!(libc::EISDIR, "is a directory"));
         }
         let rank = rank.ok_or_else(|| err!(libc::EIO, "object without tier"))?;
+        self.check_tier_ok(rank)?;
         if !self.meta_active(rank) {
             bump(&self.counters.metadata_tier_wakes);
         }
@@ -1194,6 +1234,10 @@ impl Namespace {
 
     pub fn rmdir(&self, parent: u64, name: &OsStr) -> Result<()> {
         self.check_writable()?;
+        // A faulted or down tier may hold a copy we cannot check (S23.2).
+        if let Some(t) = self.tiers.iter().find(|t| !t.is_ok()) {
+            return Err(err!(libc::EIO, "tier {} is not available", t.rank));
+        }
         let pnode = self.node(parent)?;
         let _g = self.ns_lock.lock();
         let rel = join(&pnode.rel_path, name);
@@ -1563,6 +1607,7 @@ impl Namespace {
         let rank = node
             .rank
             .ok_or_else(|| err!(libc::EISDIR, "is a directory"))?;
+        self.check_tier_ok(rank)?;
         if !self.meta_active(rank) {
             bump(&self.counters.inactive_tier_data_opens);
         }
@@ -1707,6 +1752,17 @@ impl Namespace {
         let mut out = Vec::new();
         for t in &self.tiers {
             if !t.is_ok() {
+                // Names on a faulted or down tier stay listed (S23.2 item 2).
+                for (name, rec) in self.placement.children(&to_str(&node.rel_path)) {
+                    let name = OsString::from(name);
+                    if rec.kind != KIND_DIR && rec.slot == t.slot && seen.insert(name.clone()) {
+                        out.push(DirEntry {
+                            name,
+                            ino: rec.oid.ino(),
+                            kind: rec.kind,
+                        });
+                    }
+                }
                 continue;
             }
             if !self.meta_active(t.rank) {

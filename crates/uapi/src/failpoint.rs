@@ -12,7 +12,8 @@
 //! - `wait(PATH)`: block until the file PATH exists (polled every 20 ms),
 //!   so a test can hold a step open for as long as it needs;
 //! - `sleepif(PATH,MS)`: sleep MS milliseconds, but only while PATH exists
-//!   (a test arms it by creating the file).
+//!   (a test arms it by creating the file);
+//! - `errorif(PATH,ERRNO)`: fail with ERRNO, but only while PATH exists.
 //!
 //! An action may be prefixed with `N*` to fire only on the N-th hit of the
 //! failpoint (counted from 1), e.g. `cutover_after_switch=2*crash`.
@@ -34,6 +35,7 @@ pub enum Action {
     Error(i32),
     Wait(String),
     SleepIf(String, u64),
+    ErrorIf(String, i32),
 }
 
 #[derive(Debug)]
@@ -81,6 +83,15 @@ pub fn parse(spec: &str) -> Result<Vec<(String, u64, Action)>, String> {
             )
         } else if let Some(p) = arg("wait(") {
             Action::Wait(p)
+        } else if let Some(a) = arg("errorif(") {
+            let (p, e) = a
+                .rsplit_once(',')
+                .ok_or_else(|| format!("failpoint '{entry}': expected errorif(PATH,ERRNO)"))?;
+            Action::ErrorIf(
+                p.to_string(),
+                e.parse()
+                    .map_err(|_| format!("failpoint '{entry}': bad errno '{e}'"))?,
+            )
         } else if let Some(a) = arg("sleepif(") {
             let (p, ms) = a
                 .rsplit_once(',')
@@ -149,6 +160,13 @@ pub fn hit(name: &str) -> Result<(), i32> {
             Ok(())
         }
         Action::Error(e) => Err(*e),
+        Action::ErrorIf(path, e) => {
+            if std::path::Path::new(path).exists() {
+                Err(*e)
+            } else {
+                Ok(())
+            }
+        }
         Action::SleepIf(path, ms) => {
             if std::path::Path::new(path).exists() {
                 std::thread::sleep(Duration::from_millis(*ms));
