@@ -9,7 +9,17 @@
 //!   uses (INSPECT, RESOLVE_PATH, STATUS, MOVE_*, REVOKE_MAPPINGS).
 //! - [`worker`]: one move, steps W1–W12 of S10.2, reporting every
 //!   transition to a [`worker::MoveObserver`].
+//! - [`config`]: the `control_plane_config` keys of S29.2 and the retry
+//!   schedule of S9.5.
+//! - [`store`]: the SQLite store of S22.1 (schema, migrations, pools,
+//!   object rows, movement log) and the timestamp format.
+//! - [`heat`]: EWMA and heat-now (S7.1–S7.3).
+//! - [`planner`]: the pure planning pass of S22.3–S22.6.
 
+pub mod config;
 pub mod copy;
 pub mod dataplane;
+pub mod heat;
+pub mod planner;
+pub mod store;
 pub mod worker;
