@@ -80,23 +80,29 @@ elapsed() { python3 -c "print(f'{$2 - $1:.3f}')"; }
 declare -a CP MV
 for r in $(seq 1 "$ROUNDS"); do
   if [ $((r % 2)) -eq 1 ]; then src=t0 dst=t1 to=1; else src=t1 dst=t0 to=0; fi
-  # cp: same files, same two filesystems, same direction, made durable.
-  rm -f "$WORK/$dst/cp/"*
-  dropc
-  a=$(now)
-  cp "$WORK/$src/cp/"* "$WORK/$dst/cp/"
-  sync -f "$WORK/$dst/cp"
-  b=$(now)
-  rm -f "$WORK/$src/cp/"*
-  CP+=("$(elapsed "$a" "$b")")
-  dropc
-  a=$(now)
-  for i in $(seq 1 "$NFILES"); do
-    "$SMOOTHFS" move --json --to "$to" "$MNT/mv/f$i" | tail -n 1 | grep -q '"result":"moved"' \
-      || { echo "move of f$i failed" >&2; exit 1; }
-  done
-  b=$(now)
-  MV+=("$(elapsed "$a" "$b")")
+  run_cp() {
+    # cp: same files, same two filesystems, same direction, made durable.
+    rm -f "$WORK/$dst/cp/"*
+    dropc
+    a=$(now)
+    cp "$WORK/$src/cp/"* "$WORK/$dst/cp/"
+    sync -f "$WORK/$dst/cp"
+    b=$(now)
+    rm -f "$WORK/$src/cp/"*
+    CP+=("$(elapsed "$a" "$b")")
+  }
+  run_mv() {
+    dropc
+    a=$(now)
+    for i in $(seq 1 "$NFILES"); do
+      "$SMOOTHFS" move --json --to "$to" "$MNT/mv/f$i" | tail -n 1 | grep -q '"result":"moved"' \
+        || { echo "move of f$i failed" >&2; exit 1; }
+    done
+    b=$(now)
+    MV+=("$(elapsed "$a" "$b")")
+  }
+  # Interleaved: A B, then B A.
+  if [ $(((r + 1) / 2 % 2)) -eq 1 ]; then run_cp; run_mv; else run_mv; run_cp; fi
   log "round $r ($src -> $dst): cp ${CP[-1]} s, smoothfs move ${MV[-1]} s"
 done
 

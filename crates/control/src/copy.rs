@@ -592,9 +592,12 @@ fn hash_open_file(
     what: &str,
     cancel: Option<&AtomicBool>,
 ) -> Result<blake3::Hash, CopyError> {
+    // Windows of the file are mapped and hashed in place (no copy into a
+    // buffer), spread over the cores: this read is usually served from the
+    // page cache (S10.3 item 4), so copying it would cost more than hashing.
+    const WINDOW: u64 = 64 << 20;
     let (ranges, _) = data_ranges(f, size)?;
     let mut h = blake3::Hasher::new();
-    let mut buf = AlignedBuf::new(DEFAULT_CHUNK_BYTES);
     let mut hashed = 0u64;
     for (start, end) in ranges {
         hash_zeros(&mut h, start - hashed);
@@ -603,13 +606,58 @@ fn hash_open_file(
             if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
                 return Err(CopyError::Cancelled);
             }
-            let n = usize::try_from(end - off)
-                .unwrap_or(usize::MAX)
-                .min(DEFAULT_CHUNK_BYTES);
-            let b = buf.get_mut(n);
-            read_exact_at(f, b, off, what)?;
-            h.update_rayon(b);
-            off += n as u64;
+            // Map from a page boundary; hash from `off`.
+            let base = off & !(BLOCK as u64 - 1);
+            let len = (end - base).min(WINDOW);
+            let skip = usize::try_from(off - base).unwrap_or(0);
+            let map_len = usize::try_from(len).unwrap_or(usize::MAX);
+            // SAFETY: a private read-only mapping of `map_len` bytes of an
+            // open file; it is only read while mapped and unmapped below.
+            // A concurrent truncate of the source would raise SIGBUS, so
+            // the size is checked first and the worker's source is only
+            // changed out of band by a misbehaving writer (which W9 exists
+            // to catch): fall back to pread if mapping fails.
+            let mapped = unsafe {
+                rustix::mm::mmap(
+                    std::ptr::null_mut(),
+                    map_len,
+                    rustix::mm::ProtFlags::READ,
+                    rustix::mm::MapFlags::PRIVATE,
+                    f,
+                    base,
+                )
+            };
+            match mapped {
+                Ok(ptr) if f.metadata().map(|m| m.len() >= base + len).unwrap_or(false) => {
+                    // SAFETY: see above; `ptr` covers `map_len` bytes.
+                    unsafe {
+                        let _ = rustix::mm::madvise(ptr, map_len, rustix::mm::Advice::Sequential);
+                        let bytes = std::slice::from_raw_parts(ptr.cast::<u8>(), map_len);
+                        h.update_rayon(&bytes[skip..]);
+                        let _ = rustix::mm::munmap(ptr, map_len);
+                    }
+                }
+                other => {
+                    if let Ok(ptr) = other {
+                        // SAFETY: unmapping what was just mapped.
+                        unsafe {
+                            let _ = rustix::mm::munmap(ptr, map_len);
+                        }
+                    }
+                    let mut buf = AlignedBuf::new(DEFAULT_CHUNK_BYTES);
+                    let mut o = off;
+                    while o < base + len {
+                        let n = usize::try_from(base + len - o)
+                            .unwrap_or(usize::MAX)
+                            .min(DEFAULT_CHUNK_BYTES);
+                        let b = buf.get_mut(n);
+                        read_exact_at(f, b, o, what)?;
+                        h.update_rayon(b);
+                        o += n as u64;
+                    }
+                }
+            }
+            off = base + len;
         }
         hashed = end;
     }
@@ -687,7 +735,15 @@ fn write_skipping_zeros(dst: &File, buf: &[u8], off: u64) -> Result<(), CopyErro
 
 /// Copy the ranges from offset `from` on with read/write; returns the
 /// bytes transferred. With `hasher` (only when `from` is 0) the data and
-/// the holes between ranges are hashed as they go.
+/// the holes between ranges are hashed as they go. With `skip_zeros`
+/// (the source could not report its holes) all-zero 4 KiB blocks are left
+/// as holes.
+///
+/// Pipelined: a reader thread fills buffers (throttle, cancel and the
+/// `worker_copy` failpoint are checked there, per chunk) while this thread
+/// hashes and writes the previous one, so source reads, hashing and
+/// staging writes overlap (3 buffers in flight).
+#[allow(clippy::too_many_arguments)]
 fn stream_ranges(
     src: &File,
     dst: &File,
@@ -696,40 +752,86 @@ fn stream_ranges(
     opts: &CopyOptions,
     progress: &mut Progress<'_>,
     mut hasher: Option<&mut blake3::Hasher>,
+    skip_zeros: bool,
 ) -> Result<u64, CopyError> {
+    const IN_FLIGHT: usize = 3;
     let chunk = opts.effective_chunk();
-    let mut buf = AlignedBuf::new(chunk);
-    let mut copied = 0u64;
+    // Chunks to copy, in order, with the hole (for the hasher) before each.
+    let mut plan: Vec<(u64, usize, u64)> = Vec::new();
     let mut hashed = 0u64;
     for &(start, end) in ranges {
         if end <= from {
             continue;
         }
         let start = start.max(from);
-        if let Some(h) = hasher.as_deref_mut() {
-            hash_zeros(h, start - hashed);
-        }
+        let mut gap = start.saturating_sub(hashed);
         let mut off = start;
         while off < end {
-            opts.check_cancel()?;
-            failpoint_copy()?;
             let n = usize::try_from(end - off).unwrap_or(usize::MAX).min(chunk);
-            opts.pay(n as u64)?;
-            let b = buf.get_mut(n);
-            read_exact_at(src, b, off, "source")?;
-            if let Some(h) = hasher.as_deref_mut() {
-                h.update_rayon(b);
-            }
-            write_skipping_zeros(dst, b, off)?;
+            plan.push((off, n, gap));
+            gap = 0;
             off += n as u64;
-            copied += n as u64;
-            progress.add(n as u64);
         }
         hashed = end;
     }
-    // The trailing hole up to the size is hashed by the caller, which
-    // knows the size.
-    Ok(copied)
+    let (free_tx, free_rx) = std::sync::mpsc::sync_channel::<AlignedBuf>(IN_FLIGHT);
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<
+        Result<(u64, usize, u64, AlignedBuf), CopyError>,
+    >(IN_FLIGHT);
+    for _ in 0..IN_FLIGHT {
+        let _ = free_tx.send(AlignedBuf::new(chunk));
+    }
+    std::thread::scope(|scope| {
+        let plan = &plan;
+        let mut reader_hasher = hasher.take();
+        scope.spawn(move || {
+            for &(off, n, gap) in plan {
+                let Ok(mut buf) = free_rx.recv() else { return };
+                let r = opts
+                    .check_cancel()
+                    .and_then(|()| failpoint_copy())
+                    .and_then(|()| opts.pay(n as u64))
+                    .and_then(|()| read_exact_at(src, buf.get_mut(n), off, "source"));
+                // Hashing here overlaps it with the writes of the previous chunk.
+                if r.is_ok()
+                    && let Some(h) = reader_hasher.as_deref_mut()
+                {
+                    hash_zeros(h, gap);
+                    h.update_rayon(buf.get_mut(n));
+                }
+                let failed = r.is_err();
+                if full_tx.send(r.map(|()| (off, n, gap, buf))).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        // Owns the channel ends, so an early error return drops them and
+        // the reader thread stops instead of blocking the scope's join.
+        let mut consume = move || -> Result<u64, CopyError> {
+            let mut copied = 0u64;
+            for _ in 0..plan.len() {
+                let (off, n, gap, mut buf) = match full_rx.recv() {
+                    Ok(r) => r?,
+                    Err(_) => return Err(CopyError::Cancelled),
+                };
+                let _ = gap;
+                let b = buf.get_mut(n);
+                if skip_zeros {
+                    write_skipping_zeros(dst, b, off)?;
+                } else {
+                    dst.write_all_at(b, off)
+                        .map_err(|e| CopyError::io(format!("write staging at {off}"), e))?;
+                }
+                copied += n as u64;
+                progress.add(n as u64);
+                let _ = free_tx.send(buf);
+            }
+            // The trailing hole up to the size is hashed by the caller, which
+            // knows the size.
+            Ok(copied)
+        };
+        consume()
+    })
 }
 
 /// Outcome of the `copy_file_range` pass.
@@ -859,7 +961,16 @@ pub fn copy_into(
                 copied = n;
             }
             CfrResult::FallBack { at, copied: n } => {
-                let rest = stream_ranges(&src, dst, &ranges, at, opts, &mut progress, None)?;
+                let rest = stream_ranges(
+                    &src,
+                    dst,
+                    &ranges,
+                    at,
+                    opts,
+                    &mut progress,
+                    None,
+                    true,
+                )?;
                 method = Some(CopyMethod::Stream);
                 copied = n + rest;
             }
@@ -870,7 +981,16 @@ pub fn copy_into(
         Some(m) => m,
         None => {
             let mut h = blake3::Hasher::new();
-            copied = stream_ranges(&src, dst, &ranges, 0, opts, &mut progress, Some(&mut h))?;
+            copied = stream_ranges(
+                &src,
+                dst,
+                &ranges,
+                0,
+                opts,
+                &mut progress,
+                Some(&mut h),
+                true,
+            )?;
             let data_end = ranges.last().map_or(0, |r| r.1);
             hash_zeros(&mut h, size - data_end);
             streamed_hash = Some(h.finalize());
