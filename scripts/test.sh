@@ -37,6 +37,7 @@ step clippy cargo clippy --workspace --all-targets -- -D warnings
 step test timeout -k 30 "$TEST_TIMEOUT" cargo test --workspace --no-fail-fast
 step pjdfstest scripts/pjdfstest.sh
 step fsx scripts/fsx.sh
+step deb scripts/deb-test.sh
 
 echo
 echo "==> summary"
