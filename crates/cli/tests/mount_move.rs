@@ -579,3 +579,60 @@ fn s13_a5_concurrent_opens_never_mix_modes() {
     assert_eq!(total, 5000);
     assert!(samples > 10, "INSPECT sampled only {samples} times");
 }
+
+/// S2.5 item 4: the daemon dies after renaming a directory on one tier of
+/// two; the next mount finishes the rename on the other tier (the copy
+/// still at the old path carries the directory's OID).
+#[test]
+fn s2_5_item4_interrupted_directory_rename_is_finished_at_mount() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let t0 = LoopTier::new("ext4", 512);
+    let t1 = LoopTier::new("ext4", 512);
+    let mut pool = Pool::mount_with_env(
+        &[t0.path(), t1.path()],
+        "",
+        &[("SMOOTHFS_FAILPOINTS", "dir_rename_between_tiers=crash")],
+    );
+    fs::create_dir(pool.join("d")).unwrap();
+    write_synced(&pool.join("d/fast.txt"), b"on tier 0");
+    write_synced(&pool.join("d/slow.txt"), b"on tier 1");
+    let out = cmd(
+        SMOOTHFS,
+        &[
+            "move",
+            "--to",
+            "1",
+            pool.join("d/slow.txt").to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(t0.join("d").is_dir() && t1.join("d").is_dir());
+    let dir_ino = ino_of(&pool.join("d"));
+    // The rename renames the slowest copy first, then crashes.
+    let _ = fs::rename(pool.join("d"), pool.join("e"));
+    pool.wait_crashed(Duration::from_secs(10));
+    assert!(t1.join("e").is_dir() && t0.join("d").is_dir(), "half done");
+    pool.clear_env();
+    pool.remount();
+    assert!(
+        !t0.join("d").exists() && !t1.join("d").exists(),
+        "old name gone"
+    );
+    assert!(
+        t0.join("e").is_dir() && t1.join("e").is_dir(),
+        "renamed on both tiers"
+    );
+    assert_eq!(fs::read(pool.join("e/fast.txt")).unwrap(), b"on tier 0");
+    assert_eq!(fs::read(pool.join("e/slow.txt")).unwrap(), b"on tier 1");
+    assert_eq!(ino_of(&pool.join("e")), dir_ino, "directory identity kept");
+    // A later mount does not redo anything: a new "d" stays where it is.
+    fs::create_dir(pool.join("d")).unwrap();
+    pool.remount();
+    assert!(pool.join("d").is_dir() && pool.join("e/fast.txt").is_file());
+}

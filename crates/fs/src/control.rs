@@ -53,7 +53,7 @@ pub const EVENT_QUEUE_LEN: usize = 4096;
 /// Longest single wait before a thread rechecks the stop flag.
 pub const TICK: Duration = Duration::from_millis(250);
 /// Message of every command that needs the movement engine.
-pub const NOT_YET: &str = "not implemented yet (movement engine)";
+pub const NOT_YET: &str = "not implemented yet";
 /// Slot value meaning "no tier" in the index.
 const NO_SLOT: u8 = 0xFF;
 
@@ -1887,10 +1887,16 @@ mod tests {
         assert_eq!(call(&f.ctl, &m, 1000).0, libc::EPERM as u32);
         // Missing OBJECT_ID etc.
         assert_eq!(call(&f.ctl, &m, 0).0, libc::EINVAL as u32);
+        // TIER_RESUME needs TIER_RANK; a rank beyond the pool is EINVAL.
         let m = with_pool(Command::TierResume, 1, |_| {});
-        let (e, _, b) = call(&f.ctl, &m, 0);
-        assert_eq!(e, libc::ENOSYS as u32);
-        assert_eq!(attrs(&b).require_str(Attr::ErrorMsg).unwrap(), NOT_YET);
+        assert_eq!(call(&f.ctl, &m, 0).0, libc::EINVAL as u32);
+        let m = with_pool(Command::TierResume, 1, |a| {
+            a.put_u8(Attr::TierRank, 3);
+        });
+        assert_eq!(call(&f.ctl, &m, 0).0, libc::EINVAL as u32);
+        // Reserved commands: ENOSYS.
+        let m = with_pool(Command::DirtyRanges, 1, |_| {});
+        assert_eq!(call(&f.ctl, &m, 0).0, libc::ENOSYS as u32);
         let m = with_pool(Command::Status, 1, |_| {});
         assert_eq!(call(&f.ctl, &m, 1000).0, libc::EPERM as u32);
         // REGISTER_POOL needs no POOL_UUID and is a no-op.

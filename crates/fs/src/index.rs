@@ -696,12 +696,17 @@ impl Tx<'_> {
                 }
                 self.rename_name(oid, old_path, new_path)?;
             }
+            // The first record of a directory rename (nothing done yet)
+            // moves the names; later ones only record progress on the
+            // tiers (S2.5 item 4) and must not move names created since.
             Record::DirRename {
                 oid,
                 old_path,
                 new_path,
+                done_mask,
                 ..
-            } => self.rename_name(oid, old_path, new_path)?,
+            } if *done_mask == 0 => self.rename_name(oid, old_path, new_path)?,
+            Record::DirRename { .. } => {}
             Record::Pin {
                 oid,
                 policy_pin,

@@ -165,6 +165,9 @@ pub fn prepare(opts: MountOptions) -> Result<PreparedPool> {
             read_only: opts.read_only(),
         },
     );
+    if !report.unfinished_dir_renames.is_empty() && !opts.read_only() {
+        ns.finish_dir_renames(&report.unfinished_dir_renames);
+    }
     Ok(PreparedPool {
         opts,
         ns: Arc::new(ns),

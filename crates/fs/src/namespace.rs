@@ -1529,9 +1529,72 @@ impl Namespace {
             sys::renameat2(od.as_fd(), &on, nd.as_fd(), &nn, 0).map_err(io_err(|| {
                 format!("rename dir {:?} on tier {}", old_rel, t.rank)
             }))?;
+            let _ = smoothfs_uapi::failpoint::hit("dir_rename_between_tiers");
+        }
+        // Every copy renamed: replay must not redo it (S2.5 item 4).
+        if mask != 0 {
+            self.placement
+                .dir_rename(&oid, mask, mask, &to_str(old_rel), &to_str(new_rel))?;
         }
         self.renamed_node(oid.ino(), old_rel, new_rel, true);
         Ok(())
+    }
+
+    /// Finish directory renames a crash interrupted (S2.5 item 4): on each
+    /// tier of the record not yet done, a directory still at the old path
+    /// that carries the renamed directory's OID is renamed to the new path.
+    /// A directory created at the old path later (another OID) is left
+    /// alone. Called at mount, before the FUSE session starts.
+    pub fn finish_dir_renames(&self, list: &[crate::placement::UnfinishedDirRename]) {
+        for u in list {
+            let (old, new) = (OsStr::new(&u.old_path), OsStr::new(&u.new_path));
+            let (op, on) = split(old);
+            let (np, nn) = split(new);
+            let mut done = u.done_mask;
+            for t in &self.tiers {
+                let bit = 1u16 << t.slot;
+                if u.tier_mask & bit == 0 || done & bit != 0 {
+                    continue;
+                }
+                let Ok(od) = t.open_dir(&op) else {
+                    done |= bit;
+                    continue;
+                };
+                match sys::lgetxattr(od.as_fd(), &on, OID_XATTR_C) {
+                    Ok(v) if v == u.oid.0 => {}
+                    // Gone (already renamed) or another directory: nothing to do.
+                    _ => {
+                        done |= bit;
+                        continue;
+                    }
+                }
+                let r = self.materialise(t.rank, &np).and_then(|()| {
+                    let nd = t
+                        .open_dir(&np)
+                        .map_err(io_err(|| "open target parent".into()))?;
+                    sys::renameat2(od.as_fd(), &on, nd.as_fd(), &nn, libc::RENAME_NOREPLACE)
+                        .map_err(io_err(|| format!("finish rename of {:?}", old)))
+                });
+                match r {
+                    Ok(()) => {
+                        done |= bit;
+                        warn!(
+                            "replay: finished directory rename {} -> {} on tier {}",
+                            u.old_path, u.new_path, t.rank
+                        );
+                    }
+                    Err(e) => warn!(
+                        "replay: directory rename {} -> {} on tier {} not finished: {e}",
+                        u.old_path, u.new_path, t.rank
+                    ),
+                }
+            }
+            if done & u.tier_mask == u.tier_mask
+                && let Err(e) = self.placement.dir_rename(&u.oid, u.tier_mask, done, &u.old_path, &u.new_path)
+            {
+                warn!("replay: journaling the finished directory rename: {e}");
+            }
+        }
     }
 
     /// Update resident rel_paths after a rename (descendants too for a directory).
