@@ -198,6 +198,13 @@ pub struct CopyReport {
     /// SEEK_DATA/SEEK_HOLE worked on the source (else zero blocks were
     /// detected instead, S1.3/5).
     pub sparse_seek: bool,
+    /// BLAKE3 of the staging file read back (from the page cache) chunk by
+    /// chunk right after each write, for the stream method; `None` when
+    /// [`verify_staging`] must read the staging file itself.
+    pub staging_blake3: Option<String>,
+    /// BLAKE3 of the source read again after the copy (with
+    /// [`CopyOptions::rehash_source`]).
+    pub source_rehash: Option<String>,
 }
 
 impl CopyReport {
@@ -315,6 +322,10 @@ pub struct CopyOptions {
     pub allow_reflink: bool,
     /// Try `copy_file_range` before the read/write loop.
     pub allow_copy_file_range: bool,
+    /// Re-hash the source after the copy (W9), concurrently with applying
+    /// metadata and fsyncing the staging file; the result is in
+    /// [`CopyReport::source_rehash`].
+    pub rehash_source: bool,
 }
 
 impl Default for CopyOptions {
@@ -325,6 +336,7 @@ impl Default for CopyOptions {
             cancel: None,
             allow_reflink: true,
             allow_copy_file_range: true,
+            rehash_source: false,
         }
     }
 }
@@ -451,6 +463,7 @@ impl Staging {
     /// Create `path`; fails with EEXIST if anything is there.
     pub fn create(path: &Path) -> Result<Staging, CopyError> {
         let file = std::fs::OpenOptions::new()
+            .read(true)
             .write(true)
             .create_new(true)
             .mode(0o600)
@@ -753,6 +766,7 @@ fn stream_ranges(
     progress: &mut Progress<'_>,
     mut hasher: Option<&mut blake3::Hasher>,
     skip_zeros: bool,
+    mut readback: Option<&mut blake3::Hasher>,
 ) -> Result<u64, CopyError> {
     const IN_FLIGHT: usize = 3;
     let chunk = opts.effective_chunk();
@@ -814,13 +828,20 @@ fn stream_ranges(
                     Ok(r) => r?,
                     Err(_) => return Err(CopyError::Cancelled),
                 };
-                let _ = gap;
                 let b = buf.get_mut(n);
                 if skip_zeros {
                     write_skipping_zeros(dst, b, off)?;
                 } else {
                     dst.write_all_at(b, off)
                         .map_err(|e| CopyError::io(format!("write staging at {off}"), e))?;
+                }
+                // W8 as we go: read the chunk back from the staging file (page
+                // cache) and hash it, overlapping the reader thread's disk I/O.
+                if let Some(rh) = readback.as_deref_mut() {
+                    hash_zeros(rh, gap);
+                    let b = buf.get_mut(n);
+                    read_exact_at(dst, b, off, "staging")?;
+                    rh.update_rayon(b);
                 }
                 copied += n as u64;
                 progress.add(n as u64);
@@ -935,6 +956,7 @@ pub fn copy_into(
     let mut method = None;
     let mut copied = 0u64;
     let mut streamed_hash = None;
+    let mut readback_hash: Option<blake3::Hash> = None;
 
     if opts.allow_reflink && snapshot.dev == dst_dev && size > 0 {
         opts.check_cancel()?;
@@ -970,6 +992,7 @@ pub fn copy_into(
                     &mut progress,
                     None,
                     true,
+                    None,
                 )?;
                 method = Some(CopyMethod::Stream);
                 copied = n + rest;
@@ -981,6 +1004,7 @@ pub fn copy_into(
         Some(m) => m,
         None => {
             let mut h = blake3::Hasher::new();
+            let mut rb = blake3::Hasher::new();
             copied = stream_ranges(
                 &src,
                 dst,
@@ -990,10 +1014,13 @@ pub fn copy_into(
                 &mut progress,
                 Some(&mut h),
                 true,
+                Some(&mut rb),
             )?;
             let data_end = ranges.last().map_or(0, |r| r.1);
             hash_zeros(&mut h, size - data_end);
+            hash_zeros(&mut rb, size - data_end);
             streamed_hash = Some(h.finalize());
+            readback_hash = Some(rb.finalize());
             CopyMethod::Stream
         }
     };
@@ -1008,10 +1035,24 @@ pub fn copy_into(
         None => hash_open_file(&src, size, "source", opts.cancel.as_deref())?,
     };
 
-    apply_metadata(&src, &src_meta, staging)?;
-    rustix::fs::fsync(dst)
-        .map_err(|e| CopyError::io(format!("fsync {}", staging.path().display()), e))?;
-    fsync_dir_of(staging.path())?;
+    // W9's re-hash of the source runs while metadata is applied and the
+    // staging file is made durable (an fsync is mostly waiting).
+    let rehash = std::thread::scope(|scope| -> Result<Option<String>, CopyError> {
+        let job = opts
+            .rehash_source
+            .then(|| scope.spawn(|| hash_open_file(&src, size, "source", opts.cancel.as_deref())));
+        apply_metadata(&src, &src_meta, staging)?;
+        rustix::fs::fsync(dst)
+            .map_err(|e| CopyError::io(format!("fsync {}", staging.path().display()), e))?;
+        fsync_dir_of(staging.path())?;
+        match job {
+            Some(j) => match j.join() {
+                Ok(r) => Ok(Some(r?.to_hex().to_string())),
+                Err(_) => Err(CopyError::io("source re-hash thread", Errno::IO)),
+            },
+            None => Ok(None),
+        }
+    })?;
     progress.finish();
 
     Ok(CopyReport {
@@ -1022,6 +1063,8 @@ pub fn copy_into(
         duration: started.elapsed(),
         source: snapshot,
         sparse_seek,
+        staging_blake3: readback_hash.map(|h| h.to_hex().to_string()),
+        source_rehash: rehash,
     })
 }
 
@@ -1217,9 +1260,12 @@ pub fn verify_staging(
     let dst_meta = dst
         .metadata()
         .map_err(|e| CopyError::io(format!("stat {}", staging_path.display()), e))?;
-    let staging_hash = hash_open_file(&dst, dst_meta.size(), "staging", cancel)?
-        .to_hex()
-        .to_string();
+    let staging_hash = match &report.staging_blake3 {
+        Some(h) => h.clone(),
+        None => hash_open_file(&dst, dst_meta.size(), "staging", cancel)?
+            .to_hex()
+            .to_string(),
+    };
     if staging_hash != report.blake3 || dst_meta.size() != report.bytes_total {
         return Err(CopyError::ChecksumMismatch {
             source_blake3: report.blake3.clone(),

@@ -893,6 +893,10 @@ impl Move<'_> {
             &format!("{} -> {}", lower.display(), staging.path().display()),
         );
         let obs = &mut *self.obs;
+        // The W9 re-hash stays after copy_complete (a change made between
+        // W7 and W9 must be caught, S10.4 A1), so it is not overlapped with
+        // the staging fsync here; W8's staging hash is read back during the
+        // stream copy.
         let report = copy::copy_into(&lower, &staging, &self.opts.copy, &mut |done, total| {
             obs.progress(done, total)
         })?;
@@ -906,13 +910,14 @@ impl Move<'_> {
             ),
         );
 
-        // W8.
+        // Between W7 and W9 (tests change the source here).
+        hit(FAILPOINT_AFTER_COPY)?;
+        // W9 then W8: a source that changed during the copy is reported as
+        // "source raced" (its mtime would also fail W8's metadata check);
+        // both run before copy_verified.
+        self.recheck_source(prep, &lower, &report)?;
         let cancel = self.opts.copy.cancel.as_deref();
         copy::verify_staging(&lower, staging.path(), &report, cancel)?;
-        hit(FAILPOINT_AFTER_COPY)?;
-
-        // W9.
-        self.recheck_source(prep, &lower, &report)?;
         self.obs.state(
             MovementState::CopyVerified,
             &format!("blake3 {}", report.blake3),
@@ -1030,7 +1035,10 @@ impl Move<'_> {
             )));
         }
         if self.opts.verify_source_rehash {
-            let fresh = copy::hash_file(lower, self.opts.copy.cancel.as_deref())?;
+            let fresh = match &report.source_rehash {
+                Some(h) => h.clone(),
+                None => copy::hash_file(lower, self.opts.copy.cancel.as_deref())?,
+            };
             if fresh != report.blake3 {
                 return Err(raced(format!(
                     "content changed during the copy (blake3 {} -> {fresh})",
