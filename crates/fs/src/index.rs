@@ -696,17 +696,20 @@ impl Tx<'_> {
                 }
                 self.rename_name(oid, old_path, new_path)?;
             }
-            // The first record of a directory rename (nothing done yet)
-            // moves the names; later ones only record progress on the
-            // tiers (S2.5 item 4) and must not move names created since.
+            // A directory rename moves the names while the old path still
+            // names this directory; later records of the same rename (tier
+            // progress, S2.5 item 4) find it moved and must not move names
+            // created at the old path since.
             Record::DirRename {
                 oid,
                 old_path,
                 new_path,
-                done_mask,
                 ..
-            } if *done_mask == 0 => self.rename_name(oid, old_path, new_path)?,
-            Record::DirRename { .. } => {}
+            } => {
+                if self.path_get(&path_key(old_path))? == Some(*oid) {
+                    self.rename_name(oid, old_path, new_path)?;
+                }
+            }
             Record::Pin {
                 oid,
                 policy_pin,

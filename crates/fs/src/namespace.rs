@@ -394,6 +394,19 @@ impl Namespace {
     ) -> Result<Option<(Oid, u32)>> {
         let tier = &self.tiers[rank as usize];
         let kind = kind_of_mode(st.st_mode);
+        // Fast path: the index already knows this very lower file (same
+        // tier, same lower inode, same kind, this path): its identity is
+        // the index's, without reading the xattrs. A lower file replaced
+        // out of band has another inode and takes the full path below.
+        if kind != KIND_DIR
+            && let Some(rec) = self.placement.by_path(&to_str(rel))
+            && rec.slot == tier.slot
+            && rec.lower_ino != 0
+            && rec.lower_ino == st.st_ino
+            && rec.kind == kind
+        {
+            return Ok(Some((rec.oid, rec.r#gen)));
+        }
         match sys::lgetxattr(dir, name, OID_XATTR_C) {
             Ok(v) if v.len() == 16 => {
                 let oid = Oid::from_slice(&v).unwrap_or_default();
@@ -1838,12 +1851,41 @@ impl Namespace {
             let entries = sys::read_dir_all(d.as_fd()).map_err(io_err(|| {
                 format!("list {:?} on tier {}", node.rel_path, t.rank)
             }))?;
+            // Indexed children of this directory, for the fast path: an entry
+            // whose lower inode is the one the index has for that name on
+            // this tier needs no stat and no xattr read.
+            let indexed: HashMap<OsString, ObjectRec> = if entries.len() > 8 {
+                self.placement
+                    .children(&to_str(&node.rel_path))
+                    .into_iter()
+                    .filter(|(_, r)| {
+                        r.slot == t.slot
+                            && (r.kind == KIND_FILE || r.kind == KIND_SYMLINK)
+                            && r.lower_ino != 0
+                    })
+                    .map(|(n, r)| (OsString::from(n), r))
+                    .collect()
+            } else {
+                HashMap::new()
+            };
             for e in entries {
                 let name = OsString::from_vec(e.name);
                 if node.rel_path.is_empty() && name == INTERNAL_DIR {
                     continue;
                 }
                 if seen.contains(&name) {
+                    continue;
+                }
+                if let Some(rec) = indexed.get(&name)
+                    && rec.lower_ino == e.ino
+                    && rec.rel_path.as_bytes() == join(&node.rel_path, &name).as_bytes()
+                {
+                    seen.insert(name.clone());
+                    out.push(DirEntry {
+                        name,
+                        ino: rec.oid.ino(),
+                        kind: rec.kind,
+                    });
                     continue;
                 }
                 let rel = join(&node.rel_path, &name);
