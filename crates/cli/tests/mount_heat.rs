@@ -115,3 +115,34 @@ fn s6_3_a4_passthrough_cat_is_estimated() {
     assert!(s.contains("heat_records_sent_total"), "{s}");
     let _ = fs::metadata(p.mnt("big.bin"));
 }
+
+/// S20.5 / S7.4 item 2: removing the last name of an object emits
+/// OBJECT_REMOVED with its OID; removing one of two hard links does not.
+#[test]
+fn object_removed_on_last_unlink() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let p = TwoTierPool::new("ext4", "ext4", "");
+    let uuid = uuid::Uuid::parse_str(p.pool.uuid()).unwrap();
+    let mut ev = Client::connect_pool(&uuid)
+        .unwrap()
+        .subscribe(EVENT_MASK_ALL)
+        .unwrap();
+    write_synced(&p.mnt("gone.bin"), b"x");
+    let oid = get_xattr(&p.mnt("gone.bin"), "trusted.smoothfs.oid").unwrap();
+    fs::hard_link(p.mnt("gone.bin"), p.mnt("other-name")).unwrap();
+    fs::remove_file(p.mnt("gone.bin")).unwrap();
+    fs::remove_file(p.mnt("other-name")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut removed = 0;
+    while Instant::now() < deadline {
+        if let Ok(e) = ev.recv_timeout(Duration::from_millis(200))
+            && let Event::ObjectRemoved(r) = e.event
+            && r.oid[..] == oid[..]
+        {
+            removed += 1;
+        }
+    }
+    assert_eq!(removed, 1, "exactly one OBJECT_REMOVED, at the last name");
+}

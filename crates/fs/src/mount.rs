@@ -294,6 +294,16 @@ pub fn run(opts: MountOptions, ready: impl FnOnce()) -> Result<()> {
             warn!("cache invalidation of inode {ino:#x}: {e}");
         }
     }));
+    let removed_hub = Arc::clone(&hub);
+    let _ = prepared.ns.moves.removed.set(Box::new(move |(oid, gen_)| {
+        let _ = removed_hub.publish(&smoothfs_uapi::event::Event::ObjectRemoved(
+            smoothfs_uapi::event::ObjectRemoved {
+                pool_uuid: removed_hub.pool_uuid(),
+                oid: oid.0,
+                object_gen: gen_,
+            },
+        ));
+    }));
     let move_hub = Arc::clone(&hub);
     let _ = prepared.ns.moves.emit.set(Box::new(move |e| {
         let _ = move_hub.publish(&smoothfs_uapi::event::Event::MoveState(

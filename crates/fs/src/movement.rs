@@ -100,6 +100,9 @@ pub struct MoveCtl {
     pub tier_faults_total: AtomicU64,
     /// TIER_FAULT / TIER_RESUMED sink.
     pub tier_event: Sink<crate::health::TierEvt>,
+    /// OBJECT_REMOVED sink: (oid, object generation) when the last name of
+    /// an object goes (S20.5, S7.4 item 2).
+    pub removed: Sink<(Oid, u32)>,
     /// The pool's tier health checker (installed by the control socket).
     pub health: OnceLock<Arc<crate::health::Health>>,
     /// MOVE_STATE sink.
@@ -136,6 +139,7 @@ impl Default for MoveCtl {
             tier_faults_total: AtomicU64::new(0),
             tier_event: OnceLock::new(),
             health: OnceLock::new(),
+            removed: OnceLock::new(),
             emit: OnceLock::new(),
             invalidate: OnceLock::new(),
         }
@@ -185,6 +189,13 @@ impl Namespace {
     fn emit(&self, e: MoveEvt) {
         if let Some(f) = self.moves.emit.get() {
             f(e);
+        }
+    }
+
+    /// The last name of `oid` is gone: OBJECT_REMOVED.
+    pub(crate) fn object_removed(&self, oid: Oid, gen_: u32) {
+        if let Some(f) = self.moves.removed.get() {
+            f((oid, gen_));
         }
     }
 

@@ -1241,6 +1241,7 @@ impl Namespace {
             .unlink(&oid, gen_, remaining, &to_str(&rel))?;
         if remaining == 0 {
             self.abort_in_flight(&oid, "last name unlinked");
+            self.object_removed(oid, gen_);
         }
         Ok(())
     }
@@ -1262,6 +1263,7 @@ impl Namespace {
         }
         self.remove_dir_everywhere(&rel)?;
         self.placement.unlink(&oid, gen_, 0, &to_str(&rel))?;
+        self.object_removed(oid, gen_);
         Ok(())
     }
 
@@ -1396,6 +1398,7 @@ impl Namespace {
                 }
                 self.remove_dir_everywhere(&new_rel)?;
                 let _ = self.placement.unlink(&toid, 0, 0, &to_str(&new_rel));
+                self.object_removed(toid, 0);
             }
             return self.rename_dir(soid, &old_rel, &new_rel);
         }
@@ -1447,6 +1450,7 @@ impl Namespace {
             let remaining = (rst.st_nlink as u32).saturating_sub(1);
             if remaining == 0 {
                 let _ = self.placement.unlink(&roid, rgen, 0, &to_str(&new_rel));
+                self.object_removed(roid, rgen);
             }
         }
         if let Some((toid, tgen, _, Some(trank), tst)) = &target
@@ -1457,6 +1461,9 @@ impl Namespace {
             let _ = self
                 .placement
                 .unlink(toid, *tgen, remaining, &to_str(&new_rel));
+            if remaining == 0 {
+                self.object_removed(*toid, *tgen);
+            }
         }
         self.renamed_node(soid.ino(), &old_rel, &new_rel, false);
         Ok(())
