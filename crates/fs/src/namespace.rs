@@ -61,6 +61,21 @@ fn stat_from_snapshot(rec: &ObjectRec) -> libc::stat {
     st
 }
 
+/// One cached parent-directory descriptor: (namespace, dir_gen, rank,
+/// rel_path, taken at, fd).
+type CachedDir = (usize, u64, u8, OsString, std::time::Instant, std::sync::Arc<OwnedFd>);
+
+thread_local! {
+    /// A few recently opened parent directories per request thread: a
+    /// lookup or getattr walks the same parent again and again (ls -l,
+    /// readdirplus, metadata-heavy clients), and each open is a path walk
+    /// from the tier root.
+    static DIR_CACHE: std::cell::RefCell<Vec<CachedDir>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+const DIR_CACHE_ENTRIES: usize = 8;
+/// Changes made to a tier behind smoothfs's back are seen after this long.
+const DIR_CACHE_TTL: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Message prefix of the EXDEV a file rename returns when the target's
 /// parent chain cannot be made on the file's tier (S2.5 item 6).
 const MATERIALISE_FAILED: &str = "cannot materialise";
@@ -172,6 +187,10 @@ pub struct Namespace {
     pub moves: crate::movement::MoveCtl,
     /// Heat counters (S6).
     pub heat: crate::heat::HeatTable,
+    /// Bumped by every operation that can change what a directory path
+    /// names (rename, rmdir, pruning); per-thread cached parent
+    /// descriptors from an older value are not used.
+    dir_gen: AtomicU64,
 }
 
 pub fn join(parent: &OsStr, name: &OsStr) -> OsString {
@@ -239,6 +258,7 @@ impl Namespace {
             live: crate::live::Live::default(),
             moves: crate::movement::MoveCtl::default(),
             heat: crate::heat::HeatTable::new(),
+            dir_gen: AtomicU64::new(0),
         };
         ns.nodes.write().insert(
             ROOT_INO,
@@ -253,6 +273,50 @@ impl Namespace {
             },
         );
         ns
+    }
+
+    /// The directory `rel` on tier `t`, from the per-thread cache when it
+    /// is fresh (same namespace generation, younger than the TTL).
+    fn parent_dir(&self, t: &Tier, rel: &OsStr) -> std::io::Result<std::sync::Arc<OwnedFd>> {
+        let id = self as *const Namespace as usize;
+        let g = self.dir_gen.load(Ordering::Acquire);
+        let hit = DIR_CACHE.with(|c| {
+            c.borrow()
+                .iter()
+                .find(|e| {
+                    e.0 == id
+                        && e.1 == g
+                        && e.2 == t.rank
+                        && e.3 == rel
+                        && e.4.elapsed() < DIR_CACHE_TTL
+                })
+                .map(|e| std::sync::Arc::clone(&e.5))
+        });
+        if let Some(fd) = hit {
+            return Ok(fd);
+        }
+        let fd = std::sync::Arc::new(t.open_dir(rel)?);
+        DIR_CACHE.with(|c| {
+            let mut c = c.borrow_mut();
+            c.retain(|e| e.0 != id || (e.1 == g && !(e.2 == t.rank && e.3 == rel)));
+            if c.len() >= DIR_CACHE_ENTRIES {
+                c.remove(0);
+            }
+            c.push((
+                id,
+                g,
+                t.rank,
+                rel.to_os_string(),
+                std::time::Instant::now(),
+                std::sync::Arc::clone(&fd),
+            ));
+        });
+        Ok(fd)
+    }
+
+    /// Directory paths may name something else now: drop cached parents.
+    pub(crate) fn dirs_changed(&self) {
+        self.dir_gen.fetch_add(1, Ordering::AcqRel);
     }
 
     pub fn tier_by_slot(&self, slot: u8) -> Option<&Tier> {
@@ -597,7 +661,7 @@ impl Namespace {
             && rec.kind != KIND_DIR
             && let Some(t) = self.tier_by_slot(rec.slot)
             && (self.meta_active(t.rank) || self.nodes.read().contains_key(&rec.oid.ino()))
-            && let Ok(d) = t.open_dir(parent_rel)
+            && let Ok(d) = self.parent_dir(t, parent_rel)
             && let Ok(st) = sys::fstatat(d.as_fd(), name)
             && let Some((oid, gen_)) = self.identify(t.rank, d.as_fd(), &rel, name, &st)?
         {
@@ -620,7 +684,7 @@ impl Namespace {
                 bump(&self.counters.metadata_tier_skips);
                 continue;
             }
-            let d = match t.open_dir(parent_rel) {
+            let d = match self.parent_dir(t, parent_rel) {
                 Ok(d) => d,
                 Err(e)
                     if matches!(
@@ -762,7 +826,7 @@ impl Namespace {
         }
         let (p, n) = split(&node.rel_path);
         let t = &self.tiers[rank as usize];
-        let d = t.open_dir(&p).map_err(io_err(|| {
+        let d = self.parent_dir(t, &p).map_err(io_err(|| {
             format!("open parent of {:?} on tier {rank}", node.rel_path)
         }))?;
         sys::fstatat(d.as_fd(), &n).map_err(|e| {
@@ -1247,6 +1311,15 @@ impl Namespace {
     }
 
     pub fn rmdir(&self, parent: u64, name: &OsStr) -> Result<()> {
+        // Before and after: no thread may cache the old directory while
+        // the removal runs.
+        self.dirs_changed();
+        let r = self.rmdir_inner(parent, name);
+        self.dirs_changed();
+        r
+    }
+
+    fn rmdir_inner(&self, parent: u64, name: &OsStr) -> Result<()> {
         self.check_writable()?;
         // A faulted or down tier may hold a copy we cannot check (S23.2).
         if let Some(t) = self.tiers.iter().find(|t| !t.is_ok()) {
@@ -1308,6 +1381,21 @@ impl Namespace {
         newname: &OsStr,
         flags: u32,
     ) -> Result<()> {
+        let r = self.rename_relocating(parent, name, newparent, newname, flags);
+        // rename_inner bumped at its start; bump again now that the lower
+        // renames are done, so nothing cached during them is used.
+        self.dirs_changed();
+        r
+    }
+
+    fn rename_relocating(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        newparent: u64,
+        newname: &OsStr,
+        flags: u32,
+    ) -> Result<()> {
         match self.rename_inner(parent, name, newparent, newname, flags) {
             // S2.5 item 6: the target's parent chain cannot be made on the
             // file's tier (full or read-only there): move the file to the
@@ -1347,6 +1435,7 @@ impl Namespace {
         flags: u32,
     ) -> Result<()> {
         self.check_writable()?;
+        self.dirs_changed();
         check_name(newname)?;
         if flags & libc::RENAME_WHITEOUT != 0 {
             return Err(err!(libc::EINVAL, "RENAME_WHITEOUT is not supported"));
@@ -1566,6 +1655,7 @@ impl Namespace {
     /// A directory created at the old path later (another OID) is left
     /// alone. Called at mount, before the FUSE session starts.
     pub fn finish_dir_renames(&self, list: &[crate::placement::UnfinishedDirRename]) {
+        self.dirs_changed();
         for u in list {
             let (old, new) = (OsStr::new(&u.old_path), OsStr::new(&u.new_path));
             let (op, on) = split(old);

@@ -208,7 +208,10 @@ impl Namespace {
                 && is_empty(&pd)
                 && self.prune_faster_copy(t, rel).is_some();
             if still {
-                match sys::unlinkat(pd.as_fd(), &name, true) {
+                self.dirs_changed();
+                let removed = sys::unlinkat(pd.as_fd(), &name, true);
+                self.dirs_changed();
+                match removed {
                     Ok(()) => {
                         report.dirs_removed += 1;
                         debug!("prune: removed empty {:?} from tier {}", rel, t.rank);
