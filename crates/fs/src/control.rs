@@ -548,6 +548,10 @@ impl Control {
             "metadata_active_tier_mask",
             format!("0x{:x}", ns.metadata_mask.load(Ordering::Relaxed)),
         ));
+        v.push((
+            "create_disabled_tier_mask",
+            format!("0x{:x}", ns.create_disabled_mask.load(Ordering::Relaxed)),
+        ));
         v.push(("metadata_tier_skips", ld(&c.metadata_tier_skips)));
         v.push(("metadata_tier_wakes", ld(&c.metadata_tier_wakes)));
         v.push(("inactive_tier_data_opens", ld(&c.inactive_tier_data_opens)));
@@ -687,6 +691,18 @@ impl Control {
                 })?;
                 let m = self.ns.set_metadata_mask(mask);
                 info!("metadata_active_tier_mask set to 0x{m:x}");
+                format!("0x{m:x}")
+            }
+            "create_disabled_tier_mask" => {
+                let mask = parse_mask(value).ok_or_else(|| {
+                    WireError::invalid(format!(
+                        "{name}: '{value}' is not a hex (0x...) or decimal mask"
+                    ))
+                })?;
+                let all = (1u64 << self.ns.tiers.len()) - 1;
+                let m = mask & all;
+                self.ns.create_disabled_mask.store(m, Ordering::Relaxed);
+                info!("create_disabled_tier_mask set to 0x{m:x}");
                 format!("0x{m:x}")
             }
             "write_staging_full_pct" => {
@@ -1354,7 +1370,6 @@ const NOT_BUILT_ZERO: &[&str] = &[
 
 /// RW tunables of S26.1 whose subsystems are not built yet.
 const RW_NOT_BUILT: &[&str] = &[
-    "create_disabled_tier_mask",
     "mediated_comm",
     "heat_interval_ms",
     "write_staging_enabled",
@@ -2558,6 +2573,33 @@ mod tests {
         let removed = items.iter().find(|i| i.name == "dirs_removed").unwrap();
         assert_eq!(removed.value, "2");
         assert!(!f.tiers[1].join("a").exists());
+    }
+
+    #[test]
+    fn create_disabled_tier_mask_steers_creates() {
+        let f = fixture(2);
+        assert_eq!(
+            set(&f.ctl, "create_disabled_tier_mask", "0x1"),
+            Ok("0x1".into())
+        );
+        assert_eq!(
+            set(&f.ctl, "create_disabled_tier_mask", "0xff"),
+            Ok("0x3".into())
+        );
+        assert_eq!(
+            set(&f.ctl, "create_disabled_tier_mask", "1"),
+            Ok("0x1".into())
+        );
+        mkfile(&f, "steered.txt", b"x");
+        assert!(f.tiers[1].join("steered.txt").exists());
+        assert!(!f.tiers[0].join("steered.txt").exists());
+        assert_eq!(status_map(&f.ctl)["create_disabled_tier_mask"], "0x1");
+        assert_eq!(
+            set(&f.ctl, "create_disabled_tier_mask", "0"),
+            Ok("0x0".into())
+        );
+        mkfile(&f, "back.txt", b"x");
+        assert!(f.tiers[0].join("back.txt").exists());
     }
 
     #[test]

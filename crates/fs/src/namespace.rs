@@ -63,7 +63,14 @@ fn stat_from_snapshot(rec: &ObjectRec) -> libc::stat {
 
 /// One cached parent-directory descriptor: (namespace, dir_gen, rank,
 /// rel_path, taken at, fd).
-type CachedDir = (usize, u64, u8, OsString, std::time::Instant, std::sync::Arc<OwnedFd>);
+type CachedDir = (
+    usize,
+    u64,
+    u8,
+    OsString,
+    std::time::Instant,
+    std::sync::Arc<OwnedFd>,
+);
 
 thread_local! {
     /// A few recently opened parent directories per request thread: a
@@ -175,6 +182,9 @@ pub struct Namespace {
     pub(crate) nodes: RwLock<HashMap<u64, Node>>,
     pub full_pct: AtomicU64,
     pub metadata_mask: AtomicU64,
+    /// `create_disabled_tier_mask` (S24): new objects never land on these
+    /// ranks (a tier being evacuated).
+    pub create_disabled_mask: AtomicU64,
     read_only: bool,
     /// Spilled creates waiting for their creating handle's release.
     pub pending_spills: Mutex<Vec<SpillRecord>>,
@@ -252,6 +262,7 @@ impl Namespace {
             nodes: RwLock::new(HashMap::new()),
             full_pct: AtomicU64::new(cfg.full_pct as u64),
             metadata_mask: AtomicU64::new(mask),
+            create_disabled_mask: AtomicU64::new(0),
             read_only: cfg.read_only,
             pending_spills: Mutex::new(Vec::new()),
             ns_lock: Mutex::new(()),
@@ -973,7 +984,12 @@ impl Namespace {
     /// Ranks to try for a new object, in order (S5.1).
     fn placement_order(&self) -> Vec<u8> {
         let full_pct = self.full_pct.load(Ordering::Relaxed) as u32;
-        let usable: Vec<&Tier> = self.tiers.iter().filter(|t| t.is_ok()).collect();
+        let disabled = self.create_disabled_mask.load(Ordering::Relaxed);
+        let usable: Vec<&Tier> = self
+            .tiers
+            .iter()
+            .filter(|t| t.is_ok() && disabled & (1 << t.rank) == 0)
+            .collect();
         let mut out = Vec::new();
         for (i, t) in usable.iter().enumerate() {
             let last = i + 1 == usable.len();
@@ -1700,7 +1716,9 @@ impl Namespace {
                 }
             }
             if done & u.tier_mask == u.tier_mask
-                && let Err(e) = self.placement.dir_rename(&u.oid, u.tier_mask, done, &u.old_path, &u.new_path)
+                && let Err(e) =
+                    self.placement
+                        .dir_rename(&u.oid, u.tier_mask, done, &u.old_path, &u.new_path)
             {
                 warn!("replay: journaling the finished directory rename: {e}");
             }
