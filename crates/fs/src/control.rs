@@ -634,6 +634,7 @@ impl Control {
         ));
         v.push(("cutover_drain_timeout_ms", ld(&mv.cutover_drain_timeout_ms)));
         v.push(("cleanup_grace_s", ld(&mv.cleanup_grace_s)));
+        v.push(("quiesce_timeout_ms", ld(&mv.quiesce_timeout_ms)));
         let totals = ns.live.totals();
         v.push(("open_passthrough_handles", totals.passthrough.to_string()));
         v.push(("open_mediated_handles", totals.mediated.to_string()));
@@ -1247,7 +1248,10 @@ impl Control {
                     object_gen: rec.r#gen,
                     rel_path: PathBuf::from(&rec.rel_path),
                 };
-                bytes += 96 + rec.rel_path.len();
+                // The entry's encoded size, as it will sit in OBJECTS.
+                let mut probe = smoothfs_uapi::codec::AttrBuf::new();
+                e.encode(&mut probe);
+                bytes += probe.len() + 8;
                 out.push(e);
                 if out.len() >= limit as usize || bytes >= PAGE_BYTES {
                     break 'pages;
@@ -2573,6 +2577,34 @@ mod tests {
         let removed = items.iter().find(|i| i.name == "dirs_removed").unwrap();
         assert_eq!(removed.value, "2");
         assert!(!f.tiers[1].join("a").exists());
+    }
+
+    #[test]
+    fn list_objects_big_pages_fit_one_message() {
+        let f = fixture(1);
+        for i in 0..1500 {
+            mkfile(&f, &format!("f{i}"), b"");
+        }
+        let (mut seen, mut cursor) = (0, None::<Vec<u8>>);
+        loop {
+            let m = with_pool(Command::ListObjects, 14, |a| {
+                a.put_u32(Attr::Limit, 10_000);
+                if let Some(c) = &cursor {
+                    a.put_bytes(Attr::Cursor, c);
+                }
+            });
+            let (e, _, b) = call(&f.ctl, &m, 0);
+            assert_eq!(e, 0, "{:?}", attrs(&b).get_str(Attr::ErrorMsg));
+            let a = attrs(&b);
+            seen += decode_list(&a, Attr::Objects, ObjectEntry::decode)
+                .unwrap()
+                .len();
+            match a.get_bytes(Attr::Cursor) {
+                Some(c) => cursor = Some(c.to_vec()),
+                None => break,
+            }
+        }
+        assert_eq!(seen, 1500);
     }
 
     #[test]

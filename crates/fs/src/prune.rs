@@ -145,7 +145,7 @@ impl Namespace {
             };
             for e in entries {
                 let name = OsString::from_vec(e.name);
-                if rel.is_empty() && name == INTERNAL_DIR {
+                if rel.is_empty() && (name == INTERNAL_DIR || name == "lost+found") {
                     continue;
                 }
                 let is_dir = match e.d_type {
