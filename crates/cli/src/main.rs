@@ -3,6 +3,9 @@
 //! Invoked as `mount.fuse.smoothfs` (argv[0]) it behaves as the mount
 //! helper of S1.4: `mount.fuse.smoothfs SOURCE MOUNTPOINT [-o OPTS] [-n] [-s] [-f] [-v]`.
 
+mod admin;
+mod cpcmd;
+mod evacuate;
 mod movecmd;
 mod ops;
 mod pool;
@@ -47,6 +50,28 @@ enum Cmd {
     Events(ops::EventsArgs),
     /// Move a file to another tier now (operator move, S10.2, S26.6).
     Move(movecmd::MoveArgs),
+    /// Pin a file hot or cold, or read its pins (S8.6).
+    #[command(subcommand)]
+    Pin(admin::PinCmd),
+    /// Stop planning and cutting over moves; waits for running cutovers (S15.1).
+    Quiesce(admin::QuiesceArgs),
+    /// Resume moves after quiesce; optionally prune empty directories (S15.2).
+    Reconcile(admin::ReconcileArgs),
+    /// Tiers: list, down, resume, evacuate (S23, S24).
+    #[command(subcommand)]
+    Tier(admin::TierCmd),
+    /// Read or set a pool's tunables (STATUS / SET_TUNABLE).
+    #[command(subcommand)]
+    Tunable(admin::TunableCmd),
+    /// Start, stop or watch the background scrub (S4.6).
+    #[command(subcommand)]
+    Scrub(admin::ScrubCmd),
+    /// The per-host control plane daemon, in the foreground (S22, S26.6).
+    Controlplane(cpcmd::ControlplaneArgs),
+    /// Mount a pool and run its control plane in one command (S26.6).
+    Up(cpcmd::UpArgs),
+    /// What the planner would do, per object, and why (S22.6).
+    Plan(cpcmd::PlanArgs),
 }
 
 #[derive(clap::Args)]
@@ -84,6 +109,9 @@ fn main() -> ExitCode {
     {
         return mount_helper(std::env::args().skip(1).collect());
     }
+    if let Some(code) = cpcmd::intercept_move_control() {
+        return code;
+    }
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Mount(a) => do_mount(a, false),
@@ -92,6 +120,15 @@ fn main() -> ExitCode {
         Cmd::Inspect(a) => ops::inspect(a),
         Cmd::Events(a) => ops::events(a),
         Cmd::Move(a) => movecmd::run(a),
+        Cmd::Pin(c) => admin::pin(c),
+        Cmd::Quiesce(a) => admin::quiesce(a),
+        Cmd::Reconcile(a) => admin::reconcile(a),
+        Cmd::Tier(c) => admin::tier(c),
+        Cmd::Tunable(c) => admin::tunable(c),
+        Cmd::Scrub(c) => admin::scrub(c),
+        Cmd::Controlplane(a) => cpcmd::controlplane(a),
+        Cmd::Up(a) => cpcmd::up(a),
+        Cmd::Plan(a) => cpcmd::plan(a),
     }
 }
 

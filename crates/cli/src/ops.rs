@@ -171,7 +171,7 @@ fn pool_records() -> Vec<PoolRecord> {
 }
 
 /// The pool named by `sel` (name or UUID), or the only mounted pool.
-fn select_pool(sel: Option<&str>) -> Result<PoolRecord, Fail> {
+pub(crate) fn select_pool(sel: Option<&str>) -> Result<PoolRecord, Fail> {
     let pools = pool_records();
     match sel {
         Some(s) => {
@@ -196,7 +196,7 @@ fn select_pool(sel: Option<&str>) -> Result<PoolRecord, Fail> {
     }
 }
 
-fn pool_attrs(p: &PoolRecord) -> AttrBuf {
+pub(crate) fn pool_attrs(p: &PoolRecord) -> AttrBuf {
     let mut a = AttrBuf::new();
     a.put_bytes(Attr::PoolUuid, p.uuid.as_bytes());
     a
@@ -269,7 +269,7 @@ fn attrs_json(a: &Attrs<'_>) -> Map<String, Value> {
     m
 }
 
-fn tier_json(t: &TierInfo) -> Value {
+pub(crate) fn tier_json(t: &TierInfo) -> Value {
     json!({
         "tier_rank": t.rank,
         "tier_path": t.tier_path,
@@ -281,14 +281,14 @@ fn tier_json(t: &TierInfo) -> Value {
     })
 }
 
-fn write_out(s: &str) -> Result<(), Fail> {
+pub(crate) fn write_out(s: &str) -> Result<(), Fail> {
     let mut out = std::io::stdout().lock();
     out.write_all(s.as_bytes())
         .and_then(|()| out.flush())
         .map_err(|e| Fail::op(e.raw_os_error().unwrap_or(libc::EIO), e))
 }
 
-fn to_json_text(v: &Value) -> String {
+pub(crate) fn to_json_text(v: &Value) -> String {
     let mut s = serde_json::to_string_pretty(v).unwrap_or_else(|_| "null".into());
     s.push('\n');
     s
@@ -348,7 +348,7 @@ fn run_status(a: &StatusArgs) -> Result<(), Fail> {
 }
 
 /// Decimal items become JSON numbers; masks, names and paths stay strings.
-fn status_value(name: &str, value: &str) -> Value {
+pub(crate) fn status_value(name: &str, value: &str) -> Value {
     let textual = matches!(name, "pool_name" | "pool_uuid" | "mediated_comm");
     if !textual
         && !value.is_empty()
@@ -369,7 +369,7 @@ pub fn inspect(a: InspectArgs) -> ExitCode {
 }
 
 /// Parse 32 hex digits or the dashed 36-character form.
-fn parse_oid(s: &str) -> Option<[u8; 16]> {
+pub(crate) fn parse_oid(s: &str) -> Option<[u8; 16]> {
     let digits: String = s.chars().filter(|c| *c != '-').collect();
     if digits.len() != 32 || (s.len() != 32 && s.len() != 36) {
         return None;

@@ -15,11 +15,21 @@
 //!   object rows, movement log) and the timestamp format.
 //! - [`heat`]: EWMA and heat-now (S7.1–S7.3).
 //! - [`planner`]: the pure planning pass of S22.3–S22.6.
+//! - [`daemon`]: the control-plane daemon (threads, planner tick, control
+//!   API); [`discovery`], [`recovery`], [`inventory`] and [`workers`] are
+//!   its parts, [`storeext`] the few row updates it adds to the store.
 
 pub mod config;
 pub mod copy;
+pub mod daemon;
 pub mod dataplane;
+pub mod discovery;
 pub mod heat;
+pub mod inventory;
+pub mod metrics;
 pub mod planner;
+pub mod recovery;
 pub mod store;
+pub mod storeext;
 pub mod worker;
+pub mod workers;
