@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # The main job: build smoothfs, create two loop-backed tiers (ext4 "fast",
-# xfs "slow") under /var/tmp/smoothfs-demo and mount a pool over them at
-# /mnt/smoothfs/demo. Idempotent: re-running reuses the images and UUID.
-# Stop with: umount /mnt/smoothfs/demo
+# xfs "slow") under /var/tmp/smoothfs-demo and run `smoothfs up` over them:
+# the pool mounted at /mnt/smoothfs/demo with its control plane (heat,
+# planner, movement) in the foreground, embedded defaults, no config file.
+# Idempotent: re-running reuses the images and the pool's identity.
+# Stop with Ctrl-C (or SIGTERM): the control plane stops, the pool unmounts.
+#
+#   DEMO_POLICY="smoothfs_planner_interval_seconds=30"   extra --policy values
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -23,12 +27,14 @@ mk() { # image fs mountdir
 }
 mk "$D/fast.img" ext4 "$D/fast"
 mk "$D/slow.img" xfs "$D/slow"
-[ -f "$D/uuid" ] || cat /proc/sys/kernel/random/uuid > "$D/uuid"
 if mountpoint -q "$MNT"; then
-  echo "pool already mounted at $MNT"
-else
-  "$BIN" mount -o "pool=demo,uuid=$(cat "$D/uuid"),tiers=$D/fast:$D/slow" smoothfs:demo "$MNT"
+  echo "something is already mounted at $MNT; unmount it first (umount $MNT)" >&2
+  exit 1
 fi
-findmnt "$MNT"
-df -h "$MNT" "$D/fast" "$D/slow"
-echo "pool 'demo' is mounted at $MNT (tiers: $D/fast, $D/slow)"
+df -h "$D/fast" "$D/slow"
+policy=()
+for p in ${DEMO_POLICY:-smoothfs_planner_interval_seconds=30 smoothfs_min_residency_seconds=60 smoothfs_movement_cooldown_seconds=300}; do
+  policy+=(--policy "$p")
+done
+echo "starting: smoothfs up --pool demo --tiers $D/fast:$D/slow --mountpoint $MNT ${policy[*]}"
+exec "$BIN" up --pool demo --tiers "$D/fast:$D/slow" --mountpoint "$MNT" -o heat_interval_ms=5000 "${policy[@]}"

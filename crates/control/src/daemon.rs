@@ -270,6 +270,9 @@ impl Counters {
 
 pub(crate) struct Shared {
     pub(crate) store: Mutex<Store>,
+    /// Write-behind heat (S7.1): lock before `store` when both are held.
+    pub(crate) heat: Mutex<crate::heat::HeatCache>,
+    pub(crate) heat_flushed: Mutex<Instant>,
     pub(crate) policy: PolicyConfig,
     pub(crate) source: PoolSource,
     pub(crate) rescan_interval: Duration,
@@ -289,6 +292,16 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Write pending heat to the store (before planning, every few seconds
+    /// of ingest, and at stop).
+    pub(crate) fn flush_heat(&self) {
+        let mut h = lock(&self.heat);
+        if let Err(e) = h.flush(&mut lock(&self.store)) {
+            tracing::warn!("heat flush: store: {e}");
+        }
+        *lock(&self.heat_flushed) = Instant::now();
+    }
+
     pub(crate) fn stopping(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
     }
@@ -426,6 +439,8 @@ impl ControlPlane {
         };
         let shared = Arc::new(Shared {
             store: Mutex::new(store),
+            heat: Mutex::new(crate::heat::HeatCache::new()),
+            heat_flushed: Mutex::new(Instant::now()),
             throttle: Arc::new(Throttle::new(policy.move_bandwidth_bytes_per_s)),
             policy,
             source: opts.pools.clone(),
@@ -574,6 +589,7 @@ impl ControlPlane {
                 tracing::warn!("a control-plane thread did not stop in time");
             }
         }
+        self.shared.flush_heat();
         if let Some(m) = lock(&self.metrics_server).take() {
             m.stop();
         }
@@ -610,6 +626,9 @@ fn worth_logging(r: planner::Reason) -> bool {
     )
 }
 
+/// The longest heat stays only in memory (write-behind, S7.1).
+pub(crate) const HEAT_FLUSH_INTERVAL: Duration = Duration::from_secs(2);
+
 fn planner_loop(shared: &Arc<Shared>) {
     let interval = Duration::from_secs(shared.policy.planner_interval_seconds.max(1));
     let mut last_housekeeping: Option<Instant> = None;
@@ -638,6 +657,12 @@ fn planner_loop(shared: &Arc<Shared>) {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             shared.sleep(left.min(Duration::from_secs(1)));
+            // Heat applied in memory reaches the store within ~2 s.
+            if lock(&shared.heat).dirty() > 0
+                && lock(&shared.heat_flushed).elapsed() >= HEAT_FLUSH_INTERVAL
+            {
+                shared.flush_heat();
+            }
         }
     }
 }
@@ -660,6 +685,7 @@ fn housekeeping(shared: &Shared) {
 }
 
 fn tick(shared: &Arc<Shared>) {
+    shared.flush_heat();
     for pool in shared.pools() {
         if shared.stopping() {
             return;

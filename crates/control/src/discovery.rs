@@ -29,7 +29,7 @@ use smoothfs_uapi::ids::{EVENT_MASK_ALL, MovementState, ObjectKind, TierState};
 
 use crate::daemon::{PoolRuntime, PoolSource, Shared, lock};
 use crate::dataplane;
-use crate::heat;
+
 use crate::inventory;
 use crate::recovery;
 use crate::store::{NewObject, PoolDiscovery, Timestamp, oid_hex};
@@ -323,6 +323,7 @@ fn event_loop(
                 ingest_heat(shared, pool, client, &records);
             }
             Event::ObjectRemoved(r) => {
+                lock(&shared.heat).forget(&r.oid);
                 match lock(&shared.store).mark_stale(&r.oid, Timestamp::now()) {
                     Ok(true) => tracing::debug!(pool = %pool.name(), oid = %oid_hex(&r.oid),
                         "object removed: row stale"),
@@ -376,7 +377,15 @@ fn ingest_heat(
 ) {
     let half_life = shared.policy.half_life_secs();
     let now = Timestamp::now();
-    let ingest = match heat::apply_heat_sample(&mut lock(&shared.store), records, now, half_life) {
+    let ingested = {
+        let mut h = lock(&shared.heat);
+        let st = lock(&shared.store);
+        h.ingest(&st, records, now, half_life)
+    };
+    if lock(&shared.heat_flushed).elapsed() >= crate::daemon::HEAT_FLUSH_INTERVAL {
+        shared.flush_heat();
+    }
+    let ingest = match ingested {
         Ok(i) => i,
         Err(e) => {
             tracing::warn!(pool = %pool.name(), "heat ingest: store: {e}");
@@ -435,7 +444,12 @@ fn ingest_heat(
         .filter(|r| created.contains(&r.oid))
         .copied()
         .collect();
-    if let Err(e) = heat::apply_heat_sample(&mut lock(&shared.store), &pending, now, half_life) {
+    let r = {
+        let mut h = lock(&shared.heat);
+        let st = lock(&shared.store);
+        h.ingest(&st, &pending, now, half_life)
+    };
+    if let Err(e) = r {
         tracing::warn!(pool = %record.name, "heat ingest: store: {e}");
     }
 }

@@ -219,3 +219,156 @@ mod tests {
         assert_eq!(heat_now(1000.0, None, t0.add_secs(7200), 3600.0), 1000.0);
     }
 }
+
+/// Write-behind heat state (S7.1 at ingest rate): the EWMA of every object
+/// that has received heat, applied in memory per event and written to the
+/// store in one transaction per [`HeatCache::flush`] (the daemon flushes
+/// every few seconds, before each planner pass and at shutdown). The value
+/// an object gets is exactly what [`apply_heat_sample`] would give it; what
+/// a crash can lose is the heat of the last few seconds, which the data
+/// plane also treats as soft (S6.1 item 2).
+#[derive(Default)]
+pub struct HeatCache {
+    /// oid -> (ewma, last sample time in unix ns, written to the store)
+    entries: std::collections::HashMap<[u8; 16], (f64, i64, bool)>,
+    dirty: usize,
+}
+
+impl HeatCache {
+    pub fn new() -> HeatCache {
+        HeatCache::default()
+    }
+
+    /// Objects held; objects with changes not yet in the store.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn dirty(&self) -> usize {
+        self.dirty
+    }
+
+    /// Apply one HEAT_SAMPLE event. OIDs not yet cached are read from the
+    /// store in one query; OIDs without a row come back in
+    /// [`HeatIngest::unknown`] (at most [`MAX_INSPECTS_PER_EVENT`]).
+    pub fn ingest(
+        &mut self,
+        store: &Store,
+        records: &[HeatRecord],
+        now: Timestamp,
+        half_life_secs: f64,
+    ) -> Result<HeatIngest, StoreError> {
+        let mut out = HeatIngest::default();
+        if records.is_empty() {
+            return Ok(out);
+        }
+        let missing: Vec<[u8; 16]> = {
+            let mut seen = HashSet::new();
+            records
+                .iter()
+                .filter(|r| !self.entries.contains_key(&r.oid) && seen.insert(r.oid))
+                .map(|r| r.oid)
+                .collect()
+        };
+        if !missing.is_empty() {
+            self.load(store, &missing)?;
+        }
+        let now_ns = now.unix_nanos();
+        let mut unknown_set: HashSet<[u8; 16]> = HashSet::new();
+        for r in records {
+            let Some(e) = self.entries.get_mut(&r.oid) else {
+                if unknown_set.insert(r.oid) {
+                    if out.unknown.len() < MAX_INSPECTS_PER_EVENT {
+                        out.unknown.push(r.oid);
+                    } else {
+                        out.dropped += 1;
+                    }
+                }
+                continue;
+            };
+            let s = score(r);
+            e.0 = if e.1 == i64::MIN {
+                s
+            } else {
+                let gap = ((now_ns - e.1) as f64 / 1e9).max(0.0);
+                e.0 * decay(gap, half_life_secs) + s
+            };
+            e.1 = now_ns;
+            if e.2 {
+                e.2 = false;
+                self.dirty += 1;
+            }
+            out.applied += 1;
+        }
+        Ok(out)
+    }
+
+    /// Read rows for `oids` into the cache (absent rows stay absent).
+    fn load(&mut self, store: &Store, oids: &[[u8; 16]]) -> Result<(), StoreError> {
+        let conn = store.conn();
+        for chunk in oids.chunks(500) {
+            let sql = format!(
+                "SELECT object_id, ewma_value, last_heat_sample_at FROM smoothfs_objects \
+                 WHERE object_id IN ({})",
+                vec!["?"; chunk.len()].join(",")
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let hex: Vec<String> = chunk.iter().map(oid_hex).collect();
+            let mut rows = stmt.query(rusqlite::params_from_iter(hex.iter()))?;
+            while let Some(row) = rows.next()? {
+                let id: String = row.get(0)?;
+                let ewma: Option<f64> = row.get(1)?;
+                let stamp: Option<String> = row.get(2)?;
+                let Some(oid) = crate::store::parse_oid(&id) else {
+                    continue;
+                };
+                let at = match (ewma, stamp.as_deref().and_then(Timestamp::parse)) {
+                    (Some(_), Some(t)) => t.unix_nanos(),
+                    _ => i64::MIN,
+                };
+                self.entries.insert(oid, (ewma.unwrap_or(0.0), at, true));
+            }
+        }
+        Ok(())
+    }
+
+    /// Write every changed EWMA to the store in one transaction; returns
+    /// how many rows were written.
+    pub fn flush(&mut self, store: &mut Store) -> Result<usize, StoreError> {
+        if self.dirty == 0 {
+            return Ok(0);
+        }
+        let tx = store.conn_mut().transaction()?;
+        let mut n = 0;
+        {
+            let mut update = tx.prepare_cached(
+                "UPDATE smoothfs_objects SET ewma_value = ?2, last_heat_sample_at = ?3, \
+                 updated_at = ?3 WHERE object_id = ?1",
+            )?;
+            for (oid, e) in self.entries.iter().filter(|(_, e)| !e.2) {
+                let stamp = Timestamp::from_unix_nanos(e.1).to_rfc3339();
+                update.execute(rusqlite::params![oid_hex(oid), e.0, stamp])?;
+                n += 1;
+            }
+        }
+        tx.commit()?;
+        for e in self.entries.values_mut() {
+            e.2 = true;
+        }
+        self.dirty = 0;
+        Ok(n)
+    }
+
+    /// Forget an object (its row is gone or stale).
+    pub fn forget(&mut self, oid: &[u8; 16]) {
+        if let Some(e) = self.entries.remove(oid)
+            && !e.2
+        {
+            self.dirty = self.dirty.saturating_sub(1);
+        }
+    }
+}

@@ -1038,6 +1038,10 @@ impl Store {
 
     /// The connection, for modules of this crate that run their own
     /// statements (heat ingest).
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
     pub(crate) fn conn_mut(&mut self) -> &mut Connection {
         &mut self.conn
     }

@@ -1312,3 +1312,88 @@ fn fill_for_timing(store: &mut Store, pool: &PoolRecord, n: u32) {
         f64::from(n) / e.as_secs_f64()
     );
 }
+
+/// The write-behind cache gives every row exactly the EWMA the direct
+/// per-event path gives (S7.1), once flushed; unknown OIDs come back for
+/// INSPECT; a removed object is forgotten.
+#[test]
+fn heat_cache_matches_direct_ingest() {
+    let mut a = Store::open_in_memory().unwrap();
+    let mut b = Store::open_in_memory().unwrap();
+    let pa = new_pool(&mut a);
+    let pb = new_pool(&mut b);
+    let entries: Vec<ObjectEntry> = (0..50).map(|k| entry(k, 0, 1 << 20)).collect();
+    a.sync_inventory_page(&pa, &entries, t0()).unwrap();
+    b.sync_inventory_page(&pb, &entries, t0()).unwrap();
+    let mut cache = heat::HeatCache::new();
+    for step in 0..6u64 {
+        let now = t0().add_secs(60 + step * 1800);
+        let records: Vec<HeatRecord> = (0..60)
+            .map(|k| heat_record(k % 55, 1 + (k % 3), u64::from(k) * 1000, 7 * step))
+            .collect();
+        let direct = heat::apply_heat_sample(&mut a, &records, now, 3600.0).unwrap();
+        let cached = cache.ingest(&b, &records, now, 3600.0).unwrap();
+        assert_eq!(direct.applied, cached.applied);
+        let mut du = direct.unknown.clone();
+        let mut cu = cached.unknown.clone();
+        du.sort();
+        cu.sort();
+        assert_eq!(du, cu, "unknown OIDs");
+        if step % 2 == 1 {
+            cache.flush(&mut b).unwrap();
+        }
+    }
+    cache.flush(&mut b).unwrap();
+    assert_eq!(cache.dirty(), 0);
+    for k in 0..50 {
+        let ra = a.object(&oid(k)).unwrap().unwrap();
+        let rb = b.object(&oid(k)).unwrap().unwrap();
+        let (ea, eb) = (ra.ewma_value.unwrap(), rb.ewma_value.unwrap());
+        assert!((ea - eb).abs() <= ea.abs() * 1e-12, "oid {k}: {ea} vs {eb}");
+        assert_eq!(ra.last_heat_sample_at, rb.last_heat_sample_at, "oid {k}");
+    }
+    cache.forget(&oid(3));
+    assert_eq!(cache.len(), 49);
+}
+
+/// Heat ingest rate through the write-behind cache (issue 5: >= 1M
+/// samples/s); run with
+/// `cargo test --release -p smoothfs-control --test store -- --ignored --nocapture heat_cache_rate`.
+#[test]
+#[ignore = "timing; run in release"]
+fn heat_cache_rate() {
+    let mut store = Store::open_in_memory().unwrap();
+    let pool = new_pool(&mut store);
+    let n = 100_000u32;
+    let entries: Vec<ObjectEntry> = (0..n).map(|k| entry(k, 0, 1 << 20)).collect();
+    for page in entries.chunks(10_000) {
+        store.sync_inventory_page(&pool, page, t0()).unwrap();
+    }
+    let mut cache = heat::HeatCache::new();
+    let events: Vec<Vec<HeatRecord>> = (0..n)
+        .collect::<Vec<_>>()
+        .chunks(256)
+        .map(|c| c.iter().map(|k| heat_record(*k, 1, 4096, 0)).collect())
+        .collect();
+    // Warm: every object loaded once.
+    for e in &events {
+        cache.ingest(&store, e, t0(), 86400.0).unwrap();
+    }
+    let rounds = 20u64;
+    let t = std::time::Instant::now();
+    for r in 0..rounds {
+        let now = t0().add_secs(r + 1);
+        for e in &events {
+            cache.ingest(&store, e, now, 86400.0).unwrap();
+        }
+    }
+    let ingest = t.elapsed();
+    let t = std::time::Instant::now();
+    let written = cache.flush(&mut store).unwrap();
+    let flush = t.elapsed();
+    let samples = rounds * u64::from(n);
+    println!(
+        "heat ingest: {samples} samples in {ingest:?} = {:.0} samples/s; flush of {written} rows {flush:?}",
+        samples as f64 / ingest.as_secs_f64()
+    );
+}
