@@ -5,7 +5,7 @@
 # interleaved, median of ROUNDS; plus the foreground slowdown of a fio
 # sequential read through the mount while files move.
 #
-#   bench/move.sh              (ROUNDS=5, 4 x 256 MiB)
+#   bench/move.sh              (ROUNDS=5, one 1 GiB file)
 #   ROUNDS=3 NFILES=2 bench/move.sh
 #
 # Fairness: both sides end durable (the worker fsyncs the staging file and
@@ -21,7 +21,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}
-NFILES=${NFILES:-4}
+NFILES=${NFILES:-1}
 FILE_MIB=${FILE_MIB:-$((1024 / NFILES))}
 WRITE_DOCS=${WRITE_DOCS:-1}
 [ "$(id -u)" -eq 0 ] || { echo "bench/move.sh needs root" >&2; exit 1; }

@@ -934,6 +934,9 @@ pub fn copy_into(
     let started = Instant::now();
     opts.check_cancel()?;
     let src = open_source(source_path)?;
+    // Read-ahead as for a sequential stream (cp does the same): the copy
+    // reads the source once, front to back.
+    let _ = rustix::fs::fadvise(&src, 0, None, Advice::Sequential);
     let src_meta = src
         .metadata()
         .map_err(|e| CopyError::io(format!("stat {}", source_path.display()), e))?;
