@@ -230,7 +230,7 @@ fn parse_policy_pin(s: &str) -> Result<PolicyPin, Fail> {
 
 /// The pool holding `path` and the OID of the object behind it: the
 /// `trusted.smoothfs.oid` xattr read through the mount, else RESOLVE_PATH.
-fn resolve_oid(
+pub(crate) fn resolve_oid(
     path: &Path,
     sel: Option<&str>,
 ) -> Result<(PoolRecord, PathBuf, [u8; 16], Client), Fail> {

@@ -574,7 +574,7 @@ fn pool_record_tiers() -> Vec<(String, Uuid, PathBuf)> {
     out
 }
 
-fn resolve_db(explicit: Option<&Path>, pool: Option<&str>) -> Result<PathBuf, Fail> {
+pub(crate) fn resolve_db(explicit: Option<&Path>, pool: Option<&str>) -> Result<PathBuf, Fail> {
     if let Some(p) = explicit {
         return Ok(p.to_path_buf());
     }
@@ -604,7 +604,7 @@ fn resolve_db(explicit: Option<&Path>, pool: Option<&str>) -> Result<PathBuf, Fa
     }
 }
 
-fn select_store_pool(
+pub(crate) fn select_store_pool(
     st: &Store,
     sel: Option<&str>,
     uuid_hint: Option<Uuid>,

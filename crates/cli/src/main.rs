@@ -6,6 +6,7 @@
 mod admin;
 mod cpcmd;
 mod evacuate;
+mod luncmd;
 mod movecmd;
 mod ops;
 mod pool;
@@ -53,6 +54,9 @@ enum Cmd {
     /// Pin a file hot or cold, or read its pins (S8.6).
     #[command(subcommand)]
     Pin(admin::PinCmd),
+    /// Active LUNs: pin, unpin, move with the target stopped (S18).
+    #[command(subcommand)]
+    Lun(luncmd::LunCmd),
     /// Stop planning and cutting over moves; waits for running cutovers (S15.1).
     Quiesce(admin::QuiesceArgs),
     /// Resume moves after quiesce; optionally prune empty directories (S15.2).
@@ -121,6 +125,7 @@ fn main() -> ExitCode {
         Cmd::Events(a) => ops::events(a),
         Cmd::Move(a) => movecmd::run(a),
         Cmd::Pin(c) => admin::pin(c),
+        Cmd::Lun(c) => luncmd::run(c),
         Cmd::Quiesce(a) => admin::quiesce(a),
         Cmd::Reconcile(a) => admin::reconcile(a),
         Cmd::Tier(c) => admin::tier(c),

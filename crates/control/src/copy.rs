@@ -145,6 +145,10 @@ pub struct SourceSnapshot {
     pub blocks: u64,
     pub mtime_sec: i64,
     pub mtime_nsec: i64,
+    /// Inode change time: moves on every write, truncate, chmod, chown,
+    /// xattr change and utimes, and cannot be set back by a user.
+    pub ctime_sec: i64,
+    pub ctime_nsec: i64,
 }
 
 impl SourceSnapshot {
@@ -156,7 +160,14 @@ impl SourceSnapshot {
             blocks: m.blocks(),
             mtime_sec: m.mtime(),
             mtime_nsec: m.mtime_nsec(),
+            ctime_sec: m.ctime(),
+            ctime_nsec: m.ctime_nsec(),
         }
+    }
+
+    /// Same inode change time: nothing about the file changed in between.
+    pub fn same_ctime(&self, other: &SourceSnapshot) -> bool {
+        self.ctime_sec == other.ctime_sec && self.ctime_nsec == other.ctime_nsec
     }
 
     /// Whether the file has fewer bytes allocated than its size (S10.2 W6

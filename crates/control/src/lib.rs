@@ -9,6 +9,8 @@
 //!   uses (INSPECT, RESOLVE_PATH, STATUS, MOVE_*, REVOKE_MAPPINGS).
 //! - [`worker`]: one move, steps W1–W12 of S10.2, reporting every
 //!   transition to a [`worker::MoveObserver`].
+//! - [`lun`]: the active-LUN workflow (S18.2, S18.3): target controllers,
+//!   prepare, the worker's W3/W11 hooks and the rollback.
 //! - [`config`]: the `control_plane_config` keys of S29.2 and the retry
 //!   schedule of S9.5.
 //! - [`store`]: the SQLite store of S22.1 (schema, migrations, pools,
@@ -26,6 +28,7 @@ pub mod dataplane;
 pub mod discovery;
 pub mod heat;
 pub mod inventory;
+pub mod lun;
 pub mod metrics;
 pub mod planner;
 pub mod recovery;

@@ -23,10 +23,12 @@
 //! worker after `switched` without a final state, as a worker dying there
 //! would (recovery, S19.2, then forwards the row).
 //!
-//! Not done here: the LUN steps W3 and W11 (S18.3). An object pinned
-//! `pin_lun` is always refused with `lun quiesce required`; the active-LUN
-//! workflow will add a prepared-LUN plan that clears the pin first.
-//! Hardlink-group moves (S12.2) are not offered either: `st_nlink > 1` is a
+//! LUN plans: with [`MoveOptions::lun`] set (prepared by
+//! [`crate::lun::prepare`], which cleared the pin), W3 runs the admission
+//! checks, W11 re-pins the destination, verifies, records and resumes the
+//! target before MOVE_CLEANUP, and any stop before the switch runs the LUN
+//! rollback (S18.3). An object still pinned `pin_lun` is refused with
+//! `lun quiesce required`. Hardlink-group moves (S12.2) are not offered either: `st_nlink > 1` is a
 //! refusal.
 
 use std::path::{Path, PathBuf};
@@ -43,6 +45,7 @@ use uuid::Uuid;
 
 use crate::copy::{self, CopyError, CopyOptions, CopyReport, SourceSnapshot, Staging};
 use crate::dataplane::{self, Cutover, Inspection, Plan};
+use crate::lun::{self, LunPlan};
 
 /// Failpoints evaluated by the worker (see [`smoothfs_uapi::failpoint`]).
 /// `worker_copy` fires once per copied chunk inside [`crate::copy`].
@@ -153,6 +156,9 @@ pub struct MoveOptions {
     /// source stay authoritative (docs/semantics.md).
     pub preallocate: bool,
     pub copy: CopyOptions,
+    /// A prepared active-LUN plan (S18.3): enables W3, W11 and the LUN
+    /// rollback before the switch.
+    pub lun: Option<LunPlan>,
 }
 
 impl MoveOptions {
@@ -167,6 +173,7 @@ impl MoveOptions {
             verify_source_rehash: true,
             preallocate: false,
             copy: CopyOptions::default(),
+            lun: None,
         }
     }
 }
@@ -335,6 +342,10 @@ pub enum MoveError {
         #[source]
         source: std::io::Error,
     },
+    /// W3, W11 or the LUN rollback (S18.3); the text starts with the
+    /// spec's reason (`lun placement stale`, `lun pin not visible`, ...).
+    #[error("{0}")]
+    Lun(String),
 }
 
 impl MoveError {
@@ -357,6 +368,7 @@ impl MoveError {
             MoveError::SourceRaced(_) | MoveError::CutoverRaced(_) => libc::ESTALE,
             MoveError::Failpoint { errno, .. } => *errno,
             MoveError::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
+            MoveError::Lun(_) => libc::EIO,
         }
     }
 
@@ -416,6 +428,9 @@ impl MoveError {
                 "the file changed during the move: retry when it is idle".into()
             }
             MoveError::Failpoint { .. } => "a test failpoint fired (SMOOTHFS_FAILPOINTS)".into(),
+            MoveError::Lun(_) => "the LUN target may still be stopped: check the pin \
+                                  (`smoothfs inspect PATH`), fix the cause, then resume it"
+                .into(),
         }
     }
 }
@@ -547,8 +562,14 @@ impl Move<'_> {
     fn run(&mut self) -> Result<MoveOutcome, MoveError> {
         let prep = match self.prepare() {
             Ok(p) => p,
-            Err(Stop::Refuse(r)) => return Ok(self.refused(r)),
-            Err(Stop::Fail(e)) => return Err(self.failed(e)),
+            Err(Stop::Refuse(r)) => {
+                let r = self.lun_rollback_refusal(r);
+                return Ok(self.refused(r));
+            }
+            Err(Stop::Fail(e)) => {
+                let e = self.lun_rollback(e);
+                return Err(self.failed(e));
+            }
         };
 
         // W5. Nothing is accepted until MOVE_PLAN answers, so a failure
@@ -557,6 +578,7 @@ impl Move<'_> {
             .check_cancel()
             .and_then(|()| hit(FAILPOINT_BEFORE_PLAN))
         {
+            let e = self.lun_rollback(e);
             return Err(self.failed(e));
         }
         let plan = match dataplane::move_plan(
@@ -568,7 +590,10 @@ impl Move<'_> {
             self.opts.force,
         ) {
             Ok(p) => p,
-            Err(e) => return Err(self.failed(MoveError::Plan(e))),
+            Err(e) => {
+                let e = self.lun_rollback(MoveError::Plan(e));
+                return Err(self.failed(e));
+            }
         };
         self.obs.state(
             MovementState::PlanAccepted,
@@ -592,8 +617,14 @@ impl Move<'_> {
                 };
                 self.abort(&plan.staging_path, &reason);
                 return match stop {
-                    Stop::Refuse(r) => Ok(self.refused(r)),
-                    Stop::Fail(e) => Err(self.failed(e)),
+                    Stop::Refuse(r) => {
+                        let r = self.lun_rollback_refusal(r);
+                        Ok(self.refused(r))
+                    }
+                    Stop::Fail(e) => {
+                        let e = self.lun_rollback(e);
+                        Err(self.failed(e))
+                    }
                 };
             }
         };
@@ -607,7 +638,6 @@ impl Move<'_> {
             ),
         );
 
-        // W11 (LUN post-switch steps) is not implemented; see the module doc.
         if let Err(e) = hit(FAILPOINT_AFTER_CUTOVER) {
             tracing::warn!(
                 pool = %self.pool,
@@ -616,6 +646,14 @@ impl Move<'_> {
                 "{e}: stopping after the switch without MOVE_CLEANUP"
             );
             return Err(e);
+        }
+
+        // W11: a failure leaves the row failed on the destination and the
+        // target stopped; MOVE_CLEANUP only after every step succeeded.
+        if let Some(plan) = &self.opts.lun
+            && let Err(e) = lun::post_switch(self.client, &self.pool, &self.oid, plan)
+        {
+            return Err(self.failed(MoveError::Lun(e)));
         }
 
         // W12.
@@ -670,6 +708,34 @@ impl Move<'_> {
             Some(c) if c.load(Ordering::Relaxed) => Err(MoveError::Copy(CopyError::Cancelled)),
             _ => Ok(()),
         }
+    }
+
+    /// S18.3 item 4 after a failure before the switch; every error is
+    /// reported together (the original error alone when the rollback
+    /// succeeded).
+    fn lun_rollback(&mut self, e: MoveError) -> MoveError {
+        let Some(plan) = &self.opts.lun else {
+            return e;
+        };
+        let errors = lun::rollback(self.client, &self.pool, &self.oid, plan);
+        if errors.is_empty() {
+            e
+        } else {
+            MoveError::Lun(format!("{}; {}", e.reason(), errors.join("; ")))
+        }
+    }
+
+    /// [`Self::lun_rollback`] for a refusal: the rollback's errors are
+    /// logged.
+    fn lun_rollback_refusal(&mut self, r: Refusal) -> Refusal {
+        if let Some(plan) = &self.opts.lun {
+            let errors = lun::rollback(self.client, &self.pool, &self.oid, plan);
+            if !errors.is_empty() {
+                tracing::error!(pool = %self.pool, oid = %oid_hex(&self.oid),
+                    "LUN rollback after refusal ({r}): {}", errors.join("; "));
+            }
+        }
+        r
     }
 
     fn refused(&mut self, r: Refusal) -> MoveOutcome {
@@ -748,6 +814,11 @@ impl Move<'_> {
         // W2.
         self.refusal(&w1, &dest_tier)?;
 
+        // W3.
+        if let Some(plan) = &self.opts.lun {
+            lun::admit(plan, &self.oid, self.dest, &w1).map_err(MoveError::Lun)?;
+        }
+
         // W4.
         let oid_hex = oid_hex(&self.oid);
         let rel_path = match &self.opts.rel_path {
@@ -778,7 +849,7 @@ impl Move<'_> {
             return refuse(Refusal::NotPlaced(w1.movement_state));
         }
         match w1.pin_state {
-            // W3 would admit a prepared LUN plan here; none exists yet.
+            // A prepared LUN plan has cleared the pin (W3 checks it).
             PinState::PinLun => return refuse(Refusal::LunQuiesceRequired),
             PinState::PinLease if !self.opts.force => return refuse(Refusal::LeasePinned),
             _ => {}
@@ -893,11 +964,17 @@ impl Move<'_> {
             &format!("{} -> {}", lower.display(), staging.path().display()),
         );
         let obs = &mut *self.obs;
-        // The W9 re-hash stays after copy_complete (a change made between
-        // W7 and W9 must be caught, S10.4 A1), so it is not overlapped with
-        // the staging fsync here; W8's staging hash is read back during the
-        // stream copy.
-        let report = copy::copy_into(&lower, &staging, &self.opts.copy, &mut |done, total| {
+        // W9's fresh BLAKE3 of the source is taken right after the copy,
+        // while the staging file is fsynced (an fsync is mostly waiting);
+        // a change made after it, before W9's checks (S10.4 A1: even with
+        // the mtime put back), moves the source's ctime, which W9 compares
+        // with the snapshot taken before the copy. W8's staging hash is
+        // read back during the stream copy.
+        let copy_opts = CopyOptions {
+            rehash_source: self.opts.verify_source_rehash,
+            ..self.opts.copy.clone()
+        };
+        let report = copy::copy_into(&lower, &staging, &copy_opts, &mut |done, total| {
             obs.progress(done, total)
         })?;
         self.obs.state(
@@ -1023,6 +1100,12 @@ impl Move<'_> {
         let raced = |why: String| Stop::Fail(MoveError::SourceRaced(why));
         let now = SourceSnapshot::lstat(lower)
             .map_err(|e| raced(format!("source lower unavailable: {e}")))?;
+        if !report.source.same_ctime(&now) {
+            return Err(raced(format!(
+                "the source changed during the copy (ctime {}.{:09} -> {}.{:09})",
+                report.source.ctime_sec, report.source.ctime_nsec, now.ctime_sec, now.ctime_nsec
+            )));
+        }
         if !report.source.same_size_and_mtime(&now) {
             return Err(raced(format!(
                 "size/mtime changed during the copy ({} bytes, {}.{:09} -> {} bytes, {}.{:09})",

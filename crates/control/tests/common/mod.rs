@@ -48,6 +48,13 @@ pub struct Obj {
     /// Every command received, in order.
     pub log: Vec<Command>,
     pub abort_reasons: Vec<String>,
+    /// Every command received plus what test doubles add (LUN tests), in
+    /// order: `PIN_SET 5` / `PIN_SET 0` carry the pin value.
+    pub trace: Vec<String>,
+    /// Answer PIN_SET with this errno.
+    pub pin_set_errno: Option<i32>,
+    /// Accept PIN_SET but change nothing while the object is on this tier.
+    pub pin_set_ignored_on_tier: Option<u8>,
 }
 
 pub struct FakePool {
@@ -89,6 +96,9 @@ impl FakePool {
             inspects: 0,
             log: Vec::new(),
             abort_reasons: Vec::new(),
+            trace: Vec::new(),
+            pin_set_errno: None,
+            pin_set_ignored_on_tier: None,
         }));
         let socket = dir.path().join("pool.sock");
         let listener = rustix::net::socket_with(
@@ -136,6 +146,10 @@ impl FakePool {
         smoothfs_uapi::client::Client::connect(&self.socket).unwrap()
     }
 
+    pub fn trace(&self) -> Vec<String> {
+        self.obj.lock().unwrap().trace.clone()
+    }
+
     pub fn log(&self) -> Vec<&'static str> {
         self.obj
             .lock()
@@ -179,6 +193,11 @@ impl Server {
         let mut o = self.obj.lock().unwrap();
         o.log.push(req.command);
         let a = &req.attrs;
+        let entry = match (req.command, a.get_u8(Attr::PinState).ok().flatten()) {
+            (Command::PinSet, Some(p)) => format!("PIN_SET {p}"),
+            (c, _) => c.as_str().to_string(),
+        };
+        o.trace.push(entry);
         if a.get_id16(Attr::PoolUuid).ok().flatten() != Some(*self.uuid.as_bytes()) {
             return req.error_reply(libc::ENODEV, "wrong pool");
         }
@@ -335,6 +354,18 @@ impl Server {
                 o.abort_reasons.push(reason);
                 fail_plan(&mut o);
                 r.put_u8(Attr::MovementState, 0);
+            }
+            Command::PinSet => {
+                if let Some(e) = o.pin_set_errno {
+                    return req.error_reply(e, "pin set refused by test");
+                }
+                if let Some(p) = a.get_u8(Attr::PinState).ok().flatten()
+                    && o.pin_set_ignored_on_tier != Some(o.current_tier)
+                {
+                    o.pin_state = p;
+                }
+                r.put_u8(Attr::PinState, o.pin_state)
+                    .put_u8(Attr::PolicyPin, 0);
             }
             Command::RevokeMappings => {
                 r.put_u32(Attr::PassthroughHandles, o.passthrough);
