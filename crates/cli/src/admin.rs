@@ -177,6 +177,9 @@ pub enum PinCmd {
     Set(PinSetArgs),
     /// Show the effective pin, the policy pin and the mediated flag.
     Get(PinGetArgs),
+    /// Pin rules by glob, applied by the control plane (S8.6/2-4).
+    #[command(subcommand)]
+    Rule(crate::pinrule::RuleCmd),
 }
 
 #[derive(clap::Args)]
@@ -213,6 +216,7 @@ pub fn pin(cmd: PinCmd) -> ExitCode {
     ops::finish(match cmd {
         PinCmd::Set(a) => run_pin_set(&a),
         PinCmd::Get(a) => run_pin_get(&a),
+        PinCmd::Rule(c) => crate::pinrule::run(c),
     })
 }
 

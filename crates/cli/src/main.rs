@@ -6,9 +6,11 @@
 mod admin;
 mod cpcmd;
 mod evacuate;
+mod logcmd;
 mod luncmd;
 mod movecmd;
 mod ops;
+mod pinrule;
 mod pool;
 
 use std::io::{Read, Write};
@@ -51,6 +53,12 @@ enum Cmd {
     Events(ops::EventsArgs),
     /// Move a file to another tier now (operator move, S10.2, S26.6).
     Move(movecmd::MoveArgs),
+    /// Move a file one tier faster (S26.6).
+    Promote(logcmd::RankArgs),
+    /// Move a file one tier slower (S26.6).
+    Demote(logcmd::RankArgs),
+    /// The movement log, newest first (S26.3).
+    Log(logcmd::LogArgs),
     /// Pin a file hot or cold, or read its pins (S8.6).
     #[command(subcommand)]
     Pin(admin::PinCmd),
@@ -116,7 +124,15 @@ fn main() -> ExitCode {
     if let Some(code) = cpcmd::intercept_move_control() {
         return code;
     }
-    let cli = Cli::parse();
+    // Usage errors exit 1 (S26.6/2); clap's own default would be 2.
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
     match cli.cmd {
         Cmd::Mount(a) => do_mount(a, false),
         Cmd::Pool(p) => pool::run(p),
@@ -124,6 +140,9 @@ fn main() -> ExitCode {
         Cmd::Inspect(a) => ops::inspect(a),
         Cmd::Events(a) => ops::events(a),
         Cmd::Move(a) => movecmd::run(a),
+        Cmd::Promote(a) => logcmd::promote(a),
+        Cmd::Demote(a) => logcmd::demote(a),
+        Cmd::Log(a) => logcmd::log(a),
         Cmd::Pin(c) => admin::pin(c),
         Cmd::Lun(c) => luncmd::run(c),
         Cmd::Quiesce(a) => admin::quiesce(a),

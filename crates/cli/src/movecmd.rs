@@ -42,24 +42,24 @@ const EXIT_MOVE_FAILED: u8 = 2;
 #[derive(clap::Args)]
 pub struct MoveArgs {
     /// A regular file inside a mounted pool.
-    path: PathBuf,
+    pub(crate) path: PathBuf,
     /// Destination tier rank (0 = fastest).
     #[arg(long = "to", value_name = "RANK")]
-    to: String,
+    pub(crate) to: String,
     /// Move even if an SMB lease pins the file (breaks the lease; bypasses
     /// no other pin).
     #[arg(long)]
-    force: bool,
+    pub(crate) force: bool,
     /// Print JSON lines.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
     /// Copy bandwidth limit in bytes per second; K, M, G (binary) suffixes
     /// accepted; 0 = unlimited.
     #[arg(long, value_name = "BYTES_PER_S", default_value = "0")]
-    bwlimit: String,
+    pub(crate) bwlimit: String,
     /// Pool name or UUID (only needed when pools are nested).
     #[arg(long)]
-    pool: Option<String>,
+    pub(crate) pool: Option<String>,
 }
 
 /// A rank as typed by the operator.

@@ -70,7 +70,14 @@ fn s2_2_a2_a3_inactive_tier_is_left_alone() {
     // Let the mount's first scrub pass finish before the mask goes down,
     // so what follows measures the namespace alone.
     let _ = fs::metadata(p.mnt("seen.txt")).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while status_item(&mut c, &p.pool, "scrub_state") == "running" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first scrub did not finish"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     assert_eq!(set_mask(&mut c, &p.pool, "1"), "0x1");
     let skips_before: u64 = status_item(&mut c, &p.pool, "metadata_tier_skips")
         .parse()

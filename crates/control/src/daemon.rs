@@ -54,6 +54,7 @@ use crate::copy::Throttle;
 use crate::dataplane;
 use crate::inventory;
 use crate::metrics::{ActionLabels, DecisionLabels, Metrics, MetricsServer, TierSample};
+use crate::pinrules;
 use crate::planner::{self, PlanInput, TierInput, Verdict};
 use crate::recovery::RecoveryReport;
 use crate::store::{
@@ -632,6 +633,7 @@ pub(crate) const HEAT_FLUSH_INTERVAL: Duration = Duration::from_secs(2);
 fn planner_loop(shared: &Arc<Shared>) {
     let interval = Duration::from_secs(shared.policy.planner_interval_seconds.max(1));
     let mut last_housekeeping: Option<Instant> = None;
+    let mut last_rules_poll = Instant::now();
     loop {
         if shared.stopping() {
             return;
@@ -663,6 +665,44 @@ fn planner_loop(shared: &Arc<Shared>) {
             {
                 shared.flush_heat();
             }
+            if last_rules_poll.elapsed() >= PIN_RULES_POLL {
+                last_rules_poll = Instant::now();
+                poll_pin_rules(shared);
+            }
+        }
+    }
+}
+
+/// How often the planner loop checks the pin rules between ticks (S8.6/4).
+const PIN_RULES_POLL: Duration = Duration::from_secs(5);
+
+/// Apply the pin rules of every ready pool whose rules changed since they
+/// were last applied (S8.6/4: within 60 s of a rule change).
+fn poll_pin_rules(shared: &Shared) {
+    for pool in shared.pools() {
+        if shared.stopping() {
+            return;
+        }
+        if !pool.online.load(Ordering::SeqCst) || !pool.ready.load(Ordering::SeqCst) {
+            continue;
+        }
+        let record = pool.record();
+        match pinrules::rules_changed(&shared.store, &record.namespace_id) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                tracing::warn!(pool = %record.name, "pin rules: {e}");
+                continue;
+            }
+        }
+        let r = Client::connect(pool.socket())
+            .map_err(|e| e.to_string())
+            .and_then(|mut c| {
+                pinrules::apply_pool(&shared.store, &mut c, &pool.uuid, &record)
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(e) = r {
+            tracing::warn!(pool = %record.name, "pin rules: {e}");
         }
     }
 }
@@ -821,6 +861,9 @@ fn plan_pool(shared: &Arc<Shared>, pool: &Arc<PoolRuntime>) -> Result<(), String
         }
     }
     shared.prune(pool, &mut client);
+    if let Err(e) = pinrules::apply_pool(&shared.store, &mut client, &pool.uuid, &record) {
+        tracing::warn!(pool = %record.name, "pin rules: {e}");
+    }
     drop(client);
 
     let flags = pool.tier_flags();

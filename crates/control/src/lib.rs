@@ -30,6 +30,7 @@ pub mod heat;
 pub mod inventory;
 pub mod lun;
 pub mod metrics;
+pub mod pinrules;
 pub mod planner;
 pub mod recovery;
 pub mod store;
