@@ -301,3 +301,51 @@ fn s10_a2_write_through_the_mount_then_restored_still_fails() {
     );
     assert_eq!(result_of(&lines).0, "moved");
 }
+
+/// S26.5 A1: during a move, `smoothfs events` prints JSON lines whose
+/// `event` values include MOVE_STATE with plan_accepted, cutover_in_progress,
+/// switched, cleanup_in_progress and cleanup_complete.
+#[test]
+fn s26_5_a1_events_as_json_lines_during_a_move() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let p = TwoTierPool::new("ext4", "ext4", "");
+    write_synced(&p.mnt("ev.bin"), &pattern(256 << 10, 12));
+    let mut events = std::process::Command::new(SMOOTHFS)
+        .args(["events", "--pool", p.pool.name()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("smoothfs events");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (out, _) = smoothfs_move(&p.mnt("ev.bin"), 1, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    unsafe { libc::kill(events.id() as i32, libc::SIGTERM) };
+    let got = events.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&got.stdout);
+    let mut states = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        assert!(v.get("ts").is_some() && v.get("pool").is_some(), "{line}");
+        if v["event"] == "MOVE_STATE" {
+            states.push(v["movement_state"].as_str().unwrap_or("").to_string());
+        }
+    }
+    for s in [
+        "plan_accepted",
+        "cutover_in_progress",
+        "switched",
+        "cleanup_in_progress",
+        "cleanup_complete",
+    ] {
+        assert!(
+            states.iter().any(|x| x == s),
+            "{s} missing in {states:?}\n{text}"
+        );
+    }
+}
