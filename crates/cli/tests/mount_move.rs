@@ -69,6 +69,25 @@ fn inspect(c: &mut Client, pool: &Pool, oid: &[u8]) -> Inspect {
     }
 }
 
+/// Waits until the daemon has seen every close of `oid` (FUSE RELEASE is
+/// sent after close(2) returns).
+fn wait_no_handles(c: &mut Client, pool: &Pool, oid: &[u8]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let i = inspect(c, pool, oid);
+        if i.passthrough == 0 && i.mediated == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "handles still open: {} pt, {} med",
+            i.passthrough,
+            i.mediated
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// MOVE_PLAN; returns the staging path or the errno.
 fn plan(c: &mut Client, pool: &Pool, oid: &[u8], dest: u8, seq: u64) -> Result<PathBuf, i32> {
     let mut a = base(pool, oid);
@@ -167,6 +186,7 @@ fn s11_a1_a3_nested_cutover_handle_follows_and_events() {
     assert_eq!(&all[..13], b"AFTER-CUTOVER");
     assert_eq!(&all[13..1000], &data[13..1000]);
     drop(f); // a passthrough handle would block the next plan (gate 14)
+    wait_no_handles(&mut c, &p.pool, &oid);
     assert!(staging_dir_empty(p.t1.path()));
     // S9.2 item 2: every transition announced, in order.
     let mut states = Vec::new();
@@ -268,6 +288,8 @@ fn s12_a3_s13_a4_passthrough_handles_gate_the_move() {
     assert_eq!(inspect(&mut c, &p.pool, &oid).passthrough, 2);
     drop(h2);
     drop(h);
+    // RELEASE reaches the daemon asynchronously after close(2).
+    wait_no_handles(&mut c, &p.pool, &oid);
     let _h3 = File::open(p.mnt(rel)).unwrap();
     let i = inspect(&mut c, &p.pool, &oid);
     assert_eq!(
