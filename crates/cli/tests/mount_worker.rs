@@ -312,7 +312,7 @@ fn s26_5_a1_events_as_json_lines_during_a_move() {
     }
     let p = TwoTierPool::new("ext4", "ext4", "");
     write_synced(&p.mnt("ev.bin"), &pattern(256 << 10, 12));
-    let mut events = std::process::Command::new(SMOOTHFS)
+    let events = std::process::Command::new(SMOOTHFS)
         .args(["events", "--pool", p.pool.name()])
         .stdout(std::process::Stdio::piped())
         .spawn()
