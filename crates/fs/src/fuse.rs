@@ -368,6 +368,32 @@ impl SmoothFs {
         }
     }
 
+    /// `passthrough_opens_total` / `mediated_opens_total` (S13.1 item 6).
+    fn count_open(&self, passthrough: bool) {
+        let c = &self.ns.counters;
+        let n = if passthrough {
+            &c.passthrough_opens_total
+        } else {
+            &c.mediated_opens_total
+        };
+        n.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The open directory `fh`, its merged listing taken afresh at offset 0
+    /// (S2.3: later offsets page through the same snapshot).
+    fn dir_snapshot(
+        &self,
+        fh: FileHandle,
+        ino: INodeNo,
+        offset: u64,
+    ) -> Result<Arc<DirHandle>, Errno> {
+        let d = self.dirs.read().get(&fh.0).cloned().ok_or(Errno::EBADF)?;
+        if offset == 0 {
+            *d.entries.lock() = self.ns.list_dir(ino.0).map_err(|e| errno(&e))?;
+        }
+        Ok(d)
+    }
+
     /// S5.4: a write on a mediated handle got ENOSPC/EDQUOT. Relocate the
     /// file to the next tier with room (slower ones first) and report the
     /// spill; ENOSPC when no tier has room.
@@ -773,17 +799,11 @@ impl Filesystem for SmoothFs {
         let (fh, h) = self.new_handle(req, live, fd, flags, backing, false);
         match &h.backing {
             Some(id) => {
-                self.ns
-                    .counters
-                    .passthrough_opens_total
-                    .fetch_add(1, Ordering::Relaxed);
+                self.count_open(true);
                 reply.opened_passthrough(FileHandle(fh), fopen, id)
             }
             None => {
-                self.ns
-                    .counters
-                    .mediated_opens_total
-                    .fetch_add(1, Ordering::Relaxed);
+                self.count_open(false);
                 reply.opened(FileHandle(fh), fopen)
             }
         }
@@ -820,10 +840,7 @@ impl Filesystem for SmoothFs {
         let attr = to_attr(&e.attr);
         match &h.backing {
             Some(id) => {
-                self.ns
-                    .counters
-                    .passthrough_opens_total
-                    .fetch_add(1, Ordering::Relaxed);
+                self.count_open(true);
                 reply.created_passthrough(
                     &self.entry_ttl,
                     &attr,
@@ -834,10 +851,7 @@ impl Filesystem for SmoothFs {
                 )
             }
             None => {
-                self.ns
-                    .counters
-                    .mediated_opens_total
-                    .fetch_add(1, Ordering::Relaxed);
+                self.count_open(false);
                 reply.created(
                     &self.entry_ttl,
                     &attr,
@@ -1049,16 +1063,11 @@ impl Filesystem for SmoothFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let Some(d) = self.dirs.read().get(&fh.0).cloned() else {
-            return reply.error(Errno::EBADF);
+        let d = match self.dir_snapshot(fh, ino, offset) {
+            Ok(d) => d,
+            Err(e) => return reply.error(e),
         };
-        let mut entries = d.entries.lock();
-        if offset == 0 {
-            match self.ns.list_dir(ino.0) {
-                Ok(list) => *entries = list,
-                Err(e) => return reply.error(errno(&e)),
-            }
-        }
+        let entries = d.entries.lock();
         // Offsets: 1 = ".", 2 = "..", 2 + i + 1 = entries[i].
         let mut off = offset;
         if off == 0 {
@@ -1094,16 +1103,11 @@ impl Filesystem for SmoothFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let Some(d) = self.dirs.read().get(&fh.0).cloned() else {
-            return reply.error(Errno::EBADF);
+        let d = match self.dir_snapshot(fh, ino, offset) {
+            Ok(d) => d,
+            Err(e) => return reply.error(e),
         };
-        let mut entries = d.entries.lock();
-        if offset == 0 {
-            match self.ns.list_dir(ino.0) {
-                Ok(list) => *entries = list,
-                Err(e) => return reply.error(errno(&e)),
-            }
-        }
+        let entries = d.entries.lock();
         // "." and ".." take no lookup reference in READDIRPLUS (the kernel
         // does not instantiate them), so they are sent without one.
         let mut off = offset;

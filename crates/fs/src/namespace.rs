@@ -39,6 +39,17 @@ pub(crate) const OID_XATTR_C: &CStr = c"trusted.smoothfs.oid";
 pub(crate) const GEN_XATTR_C: &CStr = c"trusted.smoothfs.gen";
 const ACL_DEFAULT_C: &CStr = c"system.posix_acl_default";
 
+/// The index vouches for a lower non-directory: its record is on this tier
+/// with this lower inode and kind, so its identity is the record's without
+/// reading xattrs. A file replaced out of band has another inode.
+fn index_vouches(rec: &ObjectRec, slot: u8, lower_ino: u64, kind: u8) -> bool {
+    kind != KIND_DIR
+        && rec.kind == kind
+        && rec.slot == slot
+        && rec.lower_ino != 0
+        && rec.lower_ino == lower_ino
+}
+
 /// Attributes of an object from its index snapshot, for a tier that must
 /// not be touched (S23.2 item 2).
 fn stat_from_snapshot(rec: &ObjectRec) -> libc::stat {
@@ -475,10 +486,7 @@ impl Namespace {
         // out of band has another inode and takes the full path below.
         if kind != KIND_DIR
             && let Some(rec) = self.placement.by_path(&to_str(rel))
-            && rec.slot == tier.slot
-            && rec.lower_ino != 0
-            && rec.lower_ino == st.st_ino
-            && rec.kind == kind
+            && index_vouches(&rec, tier.slot, st.st_ino, kind)
         {
             return Ok(Some((rec.oid, rec.r#gen)));
         }
@@ -674,7 +682,14 @@ impl Namespace {
             && (self.meta_active(t.rank) || self.nodes.read().contains_key(&rec.oid.ino()))
             && let Ok(d) = self.parent_dir(t, parent_rel)
             && let Ok(st) = sys::fstatat(d.as_fd(), name)
-            && let Some((oid, gen_)) = self.identify(t.rank, d.as_fd(), &rel, name, &st)?
+            && let Some((oid, gen_)) =
+                if index_vouches(&rec, t.slot, st.st_ino, kind_of_mode(st.st_mode)) {
+                    // The record just read vouches for this file: no second
+                    // index read and no xattr reads.
+                    Some((rec.oid, rec.r#gen))
+                } else {
+                    self.identify(t.rank, d.as_fd(), &rel, name, &st)?
+                }
         {
             let kind = kind_of_mode(st.st_mode);
             return Ok(Some((
@@ -1992,7 +2007,7 @@ impl Namespace {
                     continue;
                 }
                 if let Some(rec) = indexed.get(&name)
-                    && rec.lower_ino == e.ino
+                    && index_vouches(rec, t.slot, e.ino, rec.kind)
                     && rec.rel_path.as_bytes() == join(&node.rel_path, &name).as_bytes()
                 {
                     seen.insert(name.clone());
