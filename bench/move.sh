@@ -50,7 +50,7 @@ size_mib=$((NFILES * FILE_MIB * 2 + 1024))
 for t in t0 t1; do
   truncate -s "${size_mib}M" "$WORK/$t.img"
   mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$WORK/$t.img"
-  dev=$(losetup -f --show "$WORK/$t.img")
+  dev=$(losetup --direct-io=on -f --show "$WORK/$t.img")
   LOOPS+=("$dev")
   mkdir -p "$WORK/$t"
   mount "$dev" "$WORK/$t"

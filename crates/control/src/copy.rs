@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -615,10 +616,15 @@ fn hash_open_file(
     size: u64,
     what: &str,
     cancel: Option<&AtomicBool>,
+    mapped: bool,
 ) -> Result<blake3::Hash, CopyError> {
-    // Windows of the file are mapped and hashed in place (no copy into a
-    // buffer), spread over the cores: this read is usually served from the
-    // page cache (S10.3 item 4), so copying it would cost more than hashing.
+    // With `mapped`, windows of the file are mapped and hashed in place (no
+    // copy into a buffer), spread over the cores: this read is usually
+    // served from the page cache (S10.3 item 4), so copying it would cost
+    // more than hashing. Only for files nobody else can shrink (the staging
+    // file): reading a mapped page past a shrunken end raises SIGBUS. The
+    // source, which a client may truncate during a move, is read with
+    // pread.
     const WINDOW: u64 = 64 << 20;
     let (ranges, _) = data_ranges(f, size)?;
     let mut h = blake3::Hasher::new();
@@ -637,21 +643,23 @@ fn hash_open_file(
             let map_len = usize::try_from(len).unwrap_or(usize::MAX);
             // SAFETY: a private read-only mapping of `map_len` bytes of an
             // open file; it is only read while mapped and unmapped below.
-            // A concurrent truncate of the source would raise SIGBUS, so
-            // the size is checked first and the worker's source is only
-            // changed out of band by a misbehaving writer (which W9 exists
-            // to catch): fall back to pread if mapping fails.
-            let mapped = unsafe {
-                rustix::mm::mmap(
-                    std::ptr::null_mut(),
-                    map_len,
-                    rustix::mm::ProtFlags::READ,
-                    rustix::mm::MapFlags::PRIVATE,
-                    f,
-                    base,
-                )
+            // Only the staging file is mapped (see above), and its size is
+            // checked first; pread is the fallback if mapping fails.
+            let mapping = if !mapped {
+                Err(Errno::NODEV)
+            } else {
+                unsafe {
+                    rustix::mm::mmap(
+                        std::ptr::null_mut(),
+                        map_len,
+                        rustix::mm::ProtFlags::READ,
+                        rustix::mm::MapFlags::PRIVATE,
+                        f,
+                        base,
+                    )
+                }
             };
-            match mapped {
+            match mapping {
                 Ok(ptr) if f.metadata().map(|m| m.len() >= base + len).unwrap_or(false) => {
                     // SAFETY: see above; `ptr` covers `map_len` bytes.
                     unsafe {
@@ -698,7 +706,7 @@ pub fn hash_file(path: &Path, cancel: Option<&AtomicBool>) -> Result<String, Cop
         .map_err(|e| CopyError::io(format!("stat {}", path.display()), e))?
         .size();
     Ok(
-        hash_open_file(&f, size, &path.display().to_string(), cancel)?
+        hash_open_file(&f, size, &path.display().to_string(), cancel, false)?
             .to_hex()
             .to_string(),
     )
@@ -866,6 +874,186 @@ fn stream_ranges(
     })
 }
 
+/// A read-only shared mapping of part of a file, unmapped on drop.
+struct Mapping {
+    ptr: *mut std::ffi::c_void,
+    len: usize,
+}
+
+impl Mapping {
+    fn new(f: &File, off: u64, len: usize) -> Option<Mapping> {
+        // SAFETY: a new read-only mapping of `len` bytes of an open file at a
+        // page-aligned offset; its memory is never read from user space
+        // here (only handed to the kernel by pwrite, where a page past a
+        // shrunken end of file makes the write fail with EFAULT instead of
+        // raising SIGBUS), and it is unmapped by `Drop`.
+        let ptr = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                len,
+                rustix::mm::ProtFlags::READ,
+                rustix::mm::MapFlags::SHARED,
+                f,
+                off,
+            )
+        }
+        .ok()?;
+        // SAFETY: advice on the mapping just made.
+        let _ = unsafe { rustix::mm::madvise(ptr, len, rustix::mm::Advice::Sequential) };
+        Some(Mapping { ptr, len })
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what `new` mapped; nothing refers to it.
+        unsafe {
+            let _ = rustix::mm::munmap(self.ptr, self.len);
+        }
+    }
+}
+
+/// `pwrite` all of `len` bytes starting at `ptr` (inside a [`Mapping`] of
+/// the source) to `dst` at `off`. EFAULT means the source shrank under the
+/// mapping.
+fn pwrite_mapped(
+    dst: &File,
+    map: &Mapping,
+    at: usize,
+    len: usize,
+    off: u64,
+) -> Result<(), CopyError> {
+    let mut done = 0usize;
+    while done < len {
+        if at + len > map.len {
+            return Err(CopyError::io("mapped write out of range", Errno::INVAL));
+        }
+        let Ok(pos) = i64::try_from(off + done as u64) else {
+            return Err(CopyError::io("write offset", Errno::FBIG));
+        };
+        // SAFETY: `at + len <= map.len`, so the pointer range lies inside
+        // the live mapping; the kernel reads it (fixing up faults itself).
+        let r = unsafe {
+            libc::pwrite(
+                dst.as_raw_fd(),
+                map.ptr.cast::<u8>().add(at + done).cast(),
+                len - done,
+                pos,
+            )
+        };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EFAULT) => {
+                    return Err(CopyError::SourceChanged(format!(
+                        "the source shrank during the copy (at {})",
+                        off + done as u64
+                    )));
+                }
+                _ => return Err(CopyError::io(format!("write staging at {pos}"), e)),
+            }
+        }
+        if r == 0 {
+            return Err(CopyError::io(format!("write staging at {pos}"), Errno::IO));
+        }
+        done += r.unsigned_abs();
+    }
+    Ok(())
+}
+
+/// Copy the data ranges (the whole file from offset 0) by writing straight
+/// from a shared mapping of the source: one memory copy per byte where a
+/// read/write loop makes two. The page cache reads ahead through the
+/// mapping (MADV_SEQUENTIAL). A second thread reads every written chunk back from the staging
+/// file (page cache) and hashes it into `readback` (W8), holes as zeros;
+/// it trails the writes, so the two overlap. Throttle, cancel and the
+/// `worker_copy` failpoint are checked per chunk.
+fn copy_mapped(
+    src: &File,
+    dst: &File,
+    ranges: &[(u64, u64)],
+    opts: &CopyOptions,
+    progress: &mut Progress<'_>,
+    readback: &mut blake3::Hasher,
+) -> Result<u64, CopyError> {
+    const WINDOW: u64 = 64 << 20;
+    const READBACK_BYTES: usize = 1 << 20;
+    let chunk = opts.effective_chunk() as u64;
+    let stop = AtomicBool::new(false);
+    let (tx, rx) = std::sync::mpsc::channel::<(u64, u64, u64)>();
+    std::thread::scope(|scope| {
+        let stop = &stop;
+        let checker = scope.spawn(move || -> Result<(), CopyError> {
+            let mut buf = AlignedBuf::new(READBACK_BYTES);
+            for (off, n, gap) in rx {
+                if stop.load(Ordering::Relaxed) {
+                    return Err(CopyError::Cancelled);
+                }
+                hash_zeros(readback, gap);
+                let mut o = off;
+                while o < off + n {
+                    let k = usize::try_from(off + n - o)
+                        .unwrap_or(usize::MAX)
+                        .min(READBACK_BYTES);
+                    let b = buf.get_mut(k);
+                    read_exact_at(dst, b, o, "staging")?;
+                    readback.update(b);
+                    o += k as u64;
+                }
+            }
+            Ok(())
+        });
+        let mut copy = || -> Result<u64, CopyError> {
+            let mut copied = 0u64;
+            let mut end_of_prev = 0u64;
+            for &(start, end) in ranges {
+                let mut gap = start.saturating_sub(end_of_prev);
+                let mut off = start;
+                while off < end {
+                    let base = off & !(BLOCK as u64 - 1);
+                    let wlen = (end - base).min(WINDOW);
+                    let map_len = usize::try_from(wlen).unwrap_or(usize::MAX);
+                    let Some(map) = Mapping::new(src, base, map_len) else {
+                        return Err(CopyError::io("mmap source", Errno::NOMEM));
+                    };
+                    while off < base + wlen {
+                        opts.check_cancel()?;
+                        failpoint_copy()?;
+                        let n = (base + wlen - off).min(chunk);
+                        opts.pay(n)?;
+                        let at = usize::try_from(off - base).unwrap_or(usize::MAX);
+                        let len = usize::try_from(n).unwrap_or(usize::MAX);
+                        pwrite_mapped(dst, &map, at, len, off)?;
+                        if tx.send((off, n, gap)).is_err() {
+                            // The checker stopped on an error; join reports it.
+                            return Ok(copied);
+                        }
+                        gap = 0;
+                        copied += n;
+                        progress.add(n);
+                        off += n;
+                    }
+                }
+                end_of_prev = end;
+            }
+            Ok(copied)
+        };
+        let copied = copy();
+        if copied.is_err() {
+            stop.store(true, Ordering::Relaxed);
+        }
+        drop(tx);
+        let checked = match checker.join() {
+            Ok(r) => r,
+            Err(_) => Err(CopyError::io("staging read-back thread", Errno::IO)),
+        };
+        let copied = copied?;
+        checked?;
+        Ok(copied)
+    })
+}
+
 /// Outcome of the `copy_file_range` pass.
 enum CfrResult {
     /// Everything copied; bytes transferred.
@@ -996,6 +1184,9 @@ pub fn copy_into(
                 method = Some(CopyMethod::CopyFileRange);
                 copied = n;
             }
+            // Refused before the first byte (EXDEV across filesystems):
+            // the read/write loop below, which hashes as it goes.
+            CfrResult::FallBack { at: 0, copied: 0 } => {}
             CfrResult::FallBack { at, copied: n } => {
                 let rest = stream_ranges(
                     &src,
@@ -1017,56 +1208,90 @@ pub fn copy_into(
     let method = match method {
         Some(m) => m,
         None => {
-            let mut h = blake3::Hasher::new();
+            // The source is hashed while streaming only when no re-hash
+            // follows: with one, the re-hash after the copy is the source's
+            // hash for W8 as well (the staging bytes must equal the source's
+            // bytes as they are after the copy, which is what W8 and W9
+            // together establish), and a third pass would only cost CPU.
             let mut rb = blake3::Hasher::new();
-            copied = stream_ranges(
-                &src,
-                dst,
-                &ranges,
-                0,
-                opts,
-                &mut progress,
-                Some(&mut h),
-                true,
-                Some(&mut rb),
-            )?;
-            let data_end = ranges.last().map_or(0, |r| r.1);
-            hash_zeros(&mut h, size - data_end);
-            hash_zeros(&mut rb, size - data_end);
-            streamed_hash = Some(h.finalize());
-            readback_hash = Some(rb.finalize());
-            CopyMethod::Stream
+            if sparse_seek {
+                copied = copy_mapped(&src, dst, &ranges, opts, &mut progress, &mut rb)?;
+                let data_end = ranges.last().map_or(0, |r| r.1);
+                hash_zeros(&mut rb, size - data_end);
+                readback_hash = Some(rb.finalize());
+                CopyMethod::Stream
+            } else {
+                let mut h = (!opts.rehash_source).then(blake3::Hasher::new);
+                copied = stream_ranges(
+                    &src,
+                    dst,
+                    &ranges,
+                    0,
+                    opts,
+                    &mut progress,
+                    h.as_mut(),
+                    true,
+                    Some(&mut rb),
+                )?;
+                let data_end = ranges.last().map_or(0, |r| r.1);
+                if let Some(h) = h.as_mut() {
+                    hash_zeros(h, size - data_end);
+                    streamed_hash = Some(h.finalize());
+                }
+                hash_zeros(&mut rb, size - data_end);
+                readback_hash = Some(rb.finalize());
+                CopyMethod::Stream
+            }
         }
     };
 
     rustix::fs::ftruncate(dst, size)
         .map_err(|e| CopyError::io(format!("truncate staging to {size}"), e))?;
 
-    // The hash of the source bytes: computed while streaming, or by a
-    // separate read after a reflink or copy_file_range (S10.2 W8).
-    let blake3 = match streamed_hash {
-        Some(h) => h,
-        None => hash_open_file(&src, size, "source", opts.cancel.as_deref())?,
+    // The hashes still missing are read while metadata is applied and the
+    // staging file is made durable (an fsync is mostly waiting): the
+    // source's (W8's reference when it was not hashed while streaming, and
+    // W9's re-hash) and the staging file's (after a reflink or
+    // copy_file_range, S10.2 W8).
+    let cancel = opts.cancel.as_deref();
+    let need_source = opts.rehash_source || streamed_hash.is_none();
+    let (source_hash, staging_hash) = std::thread::scope(
+        |scope| -> Result<(Option<blake3::Hash>, Option<blake3::Hash>), CopyError> {
+            let src_job = need_source
+                .then(|| scope.spawn(|| hash_open_file(&src, size, "source", cancel, false)));
+            let dst_job = readback_hash
+                .is_none()
+                .then(|| scope.spawn(|| hash_open_file(dst, size, "staging", cancel, true)));
+            let durable = apply_metadata(&src, &src_meta, staging)
+                .and_then(|()| {
+                    rustix::fs::fsync(dst).map_err(|e| {
+                        CopyError::io(format!("fsync {}", staging.path().display()), e)
+                    })
+                })
+                .and_then(|()| fsync_dir_of(staging.path()));
+            type Job<'s> = std::thread::ScopedJoinHandle<'s, Result<blake3::Hash, CopyError>>;
+            let join = |j: Option<Job<'_>>, what: &str| match j {
+                Some(j) => match j.join() {
+                    Ok(r) => r.map(Some),
+                    Err(_) => Err(CopyError::io(format!("{what} hash thread"), Errno::IO)),
+                },
+                None => Ok(None),
+            };
+            let s = join(src_job, "source");
+            let d = join(dst_job, "staging");
+            durable?;
+            Ok((s?, d?))
+        },
+    )?;
+    let Some(blake3) = streamed_hash.or(source_hash) else {
+        return Err(CopyError::io("source hash", Errno::IO));
     };
-
-    // W9's re-hash of the source runs while metadata is applied and the
-    // staging file is made durable (an fsync is mostly waiting).
-    let rehash = std::thread::scope(|scope| -> Result<Option<String>, CopyError> {
-        let job = opts
-            .rehash_source
-            .then(|| scope.spawn(|| hash_open_file(&src, size, "source", opts.cancel.as_deref())));
-        apply_metadata(&src, &src_meta, staging)?;
-        rustix::fs::fsync(dst)
-            .map_err(|e| CopyError::io(format!("fsync {}", staging.path().display()), e))?;
-        fsync_dir_of(staging.path())?;
-        match job {
-            Some(j) => match j.join() {
-                Ok(r) => Ok(Some(r?.to_hex().to_string())),
-                Err(_) => Err(CopyError::io("source re-hash thread", Errno::IO)),
-            },
-            None => Ok(None),
-        }
-    })?;
+    let rehash = if opts.rehash_source {
+        source_hash.map(|h| h.to_hex().to_string())
+    } else {
+        None
+    };
+    let readback_hash = readback_hash.or(staging_hash);
     progress.finish();
 
     Ok(CopyReport {
@@ -1276,7 +1501,7 @@ pub fn verify_staging(
         .map_err(|e| CopyError::io(format!("stat {}", staging_path.display()), e))?;
     let staging_hash = match &report.staging_blake3 {
         Some(h) => h.clone(),
-        None => hash_open_file(&dst, dst_meta.size(), "staging", cancel)?
+        None => hash_open_file(&dst, dst_meta.size(), "staging", cancel, true)?
             .to_hex()
             .to_string(),
     };

@@ -510,6 +510,7 @@ pub fn run_move(
         opts,
         obs: observer,
         started: Instant::now(),
+        cache_dropper: None,
     }
     .run()
 }
@@ -556,6 +557,17 @@ struct Move<'a> {
     opts: &'a MoveOptions,
     obs: &'a mut dyn MoveObserver,
     started: Instant,
+    /// Drops the moved file's pages from the page cache after W9 while the
+    /// cutover and cleanup run; joined when the move ends.
+    cache_dropper: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Move<'_> {
+    fn drop(&mut self) {
+        if let Some(t) = self.cache_dropper.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl Move<'_> {
@@ -999,8 +1011,14 @@ impl Move<'_> {
             MovementState::CopyVerified,
             &format!("blake3 {}", report.blake3),
         );
-        copy::drop_cache(&lower);
-        copy::drop_cache(staging.path());
+        // Both files leave the page cache (S10.3/4) while the cutover and
+        // cleanup go on: freeing a large file's pages takes tens of ms.
+        let lower_for_drop = lower.clone();
+        let staging_for_drop = staging.path().to_path_buf();
+        self.cache_dropper = Some(std::thread::spawn(move || {
+            copy::drop_cache(&staging_for_drop);
+            copy::drop_cache(&lower_for_drop);
+        }));
         // The data plane renames the staging file; keep no descriptor on
         // what becomes the authoritative lower.
         drop(staging);
