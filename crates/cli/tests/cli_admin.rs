@@ -722,3 +722,44 @@ fn s24_evacuate_reports_pinned_files_and_refuses_without_room() {
     assert_eq!(p.holders("a"), vec![1], "nothing moved");
     assert_eq!(p.holders("c"), vec![1]);
 }
+
+#[test]
+fn cached_directory_listings_follow_changes_and_the_metadata_mask() {
+    // Listings are cached by the kernel (FOPEN_CACHE_DIR): changes through
+    // the mount and a metadata-mask change must still show at once.
+    if !require_root_and_fuse() {
+        return;
+    }
+    let p = TwoTierPool::with_lowers("ext4", "ext4", "", |_, t1| {
+        fs::create_dir(t1.join("d")).unwrap();
+        fs::write(t1.join("d/on1"), b"tier 1").unwrap();
+    });
+    let pn = p.pool.name();
+    let names = |dir: &str| -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(p.mnt(dir))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names("d"), ["on1"]);
+    assert_eq!(names("d"), ["on1"], "a second listing (from the cache)");
+    fs::write(p.mnt("d/new"), b"x").unwrap();
+    assert_eq!(names("d"), ["new", "on1"], "a create shows at once");
+    fs::rename(p.mnt("d/new"), p.mnt("d/renamed")).unwrap();
+    assert_eq!(names("d"), ["on1", "renamed"], "a rename shows at once");
+    fs::remove_file(p.mnt("d/renamed")).unwrap();
+    assert_eq!(names("d"), ["on1"], "an unlink shows at once");
+    // Tier 1 metadata-inactive: its names leave the listing, and come back.
+    sf_json(
+        pn,
+        &["tunable", "set", "metadata_active_tier_mask", "1", "--json"],
+    );
+    assert_eq!(names("d"), Vec::<String>::new(), "tier 1 is masked");
+    sf_json(
+        pn,
+        &["tunable", "set", "metadata_active_tier_mask", "3", "--json"],
+    );
+    assert_eq!(names("d"), ["on1"], "tier 1 is active again");
+}

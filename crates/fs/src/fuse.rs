@@ -1048,7 +1048,15 @@ impl Filesystem for SmoothFs {
                         entries: Mutex::new(Vec::new()),
                     }),
                 );
-                reply.opened(FileHandle(fh), FopenFlags::empty());
+                // The kernel keeps the listing in the directory's page cache
+                // and serves later listings from it until the directory
+                // changes through the mount (its own create/unlink/rename
+                // invalidation) or the daemon invalidates it
+                // (docs/semantics.md "Directory listings").
+                reply.opened(
+                    FileHandle(fh),
+                    FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+                );
             }
             Ok(_) => reply.error(Errno::ENOTDIR),
             Err(e) => reply.error(errno(&e)),

@@ -199,7 +199,7 @@ impl Namespace {
         }
     }
 
-    fn invalidate_inode(&self, ino: u64) {
+    pub(crate) fn invalidate_inode(&self, ino: u64) {
         if let Some(f) = self.moves.invalidate.get() {
             f(ino);
         }

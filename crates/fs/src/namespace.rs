@@ -73,15 +73,25 @@ fn stat_from_snapshot(rec: &ObjectRec) -> libc::stat {
 }
 
 /// One cached parent-directory descriptor: (namespace, dir_gen, rank,
-/// rel_path, taken at, fd).
+/// rel_path, taken at, fd -- `None`: the directory does not exist on that
+/// tier).
 type CachedDir = (
     usize,
     u64,
     u8,
     OsString,
     std::time::Instant,
-    std::sync::Arc<OwnedFd>,
+    Option<std::sync::Arc<OwnedFd>>,
 );
+
+/// Bumps the namespace's dir_gen when dropped (see [`Namespace::parent_dir`]).
+struct BumpOnDrop<'a>(&'a Namespace);
+
+impl Drop for BumpOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.dirs_changed();
+    }
+}
 
 thread_local! {
     /// A few recently opened parent directories per request thread: a
@@ -312,12 +322,21 @@ impl Namespace {
                         && e.3 == rel
                         && e.4.elapsed() < DIR_CACHE_TTL
                 })
-                .map(|e| std::sync::Arc::clone(&e.5))
+                .map(|e| e.5.clone())
         });
-        if let Some(fd) = hit {
-            return Ok(fd);
+        match hit {
+            Some(Some(fd)) => return Ok(fd),
+            Some(None) => return Err(std::io::Error::from_raw_os_error(libc::ENOENT)),
+            None => {}
         }
-        let fd = std::sync::Arc::new(t.open_dir(rel)?);
+        // An absent directory is remembered too (a tier that lacks the
+        // parent is asked on every lookup and unlink otherwise); creating a
+        // directory through smoothfs bumps dir_gen, which drops it.
+        let fd = match t.open_dir(rel) {
+            Ok(fd) => Some(std::sync::Arc::new(fd)),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => None,
+            Err(e) => return Err(e),
+        };
         DIR_CACHE.with(|c| {
             let mut c = c.borrow_mut();
             c.retain(|e| e.0 != id || (e.1 == g && !(e.2 == t.rank && e.3 == rel)));
@@ -330,10 +349,10 @@ impl Namespace {
                 t.rank,
                 rel.to_os_string(),
                 std::time::Instant::now(),
-                std::sync::Arc::clone(&fd),
+                fd.clone(),
             ));
         });
-        Ok(fd)
+        fd.ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENOENT))
     }
 
     /// Directory paths may name something else now: drop cached parents.
@@ -349,7 +368,21 @@ impl Namespace {
     pub fn set_metadata_mask(&self, mask: u64) -> u64 {
         let all = (1u64 << self.tiers.len()) - 1;
         let m = (mask & all) | 1;
-        self.metadata_mask.store(m, Ordering::Relaxed);
+        let old = self.metadata_mask.swap(m, Ordering::Relaxed);
+        if old != m {
+            // Listings skip metadata-inactive tiers, so every directory
+            // listing the kernel has cached may now be wrong.
+            let dirs: Vec<u64> = self
+                .nodes
+                .read()
+                .iter()
+                .filter(|(_, n)| n.kind == KIND_DIR)
+                .map(|(ino, _)| *ino)
+                .collect();
+            for ino in dirs {
+                self.invalidate_inode(ino);
+            }
+        }
         m
     }
 
@@ -882,9 +915,9 @@ impl Namespace {
     }
 
     /// Canonical copy of a directory node: (tier, fd of the directory itself).
-    fn canonical_dir(&self, rel: &OsStr) -> Result<(&Tier, OwnedFd)> {
+    fn canonical_dir(&self, rel: &OsStr) -> Result<(&Tier, std::sync::Arc<OwnedFd>)> {
         for t in &self.tiers {
-            if let Ok(d) = t.open_dir(rel) {
+            if let Ok(d) = self.parent_dir(t, rel) {
                 return Ok((t, d));
             }
         }
@@ -1022,9 +1055,12 @@ impl Namespace {
     /// OID, default ACL and `user.*` xattrs (S5.3).
     pub fn materialise(&self, rank: u8, rel: &OsStr) -> Result<()> {
         let t = &self.tiers[rank as usize];
-        if t.open_dir(rel).is_ok() {
+        if self.parent_dir(t, rel).is_ok() {
             return Ok(());
         }
+        // Directories appear on this tier: cached absences (some taken by
+        // the loop below) are forgotten when it ends, however it ends.
+        let _bump = BumpOnDrop(self);
         let mut cur = OsString::new();
         for comp in rel.as_bytes().split(|c| *c == b'/') {
             let comp = OsStr::from_bytes(comp);
@@ -1137,7 +1173,7 @@ impl Namespace {
                 }
                 return Err(e);
             }
-            let pd = t.open_dir(&pnode.rel_path).map_err(io_err(|| {
+            let pd = self.parent_dir(t, &pnode.rel_path).map_err(io_err(|| {
                 format!("open {:?} on tier {rank}", pnode.rel_path)
             }))?;
             let lower_mode = self.create_mode(pd.as_fd(), mode, umask);
@@ -1257,8 +1293,12 @@ impl Namespace {
     ) -> Result<Entry> {
         let make =
             |d: BorrowedFd<'_>, n: &OsStr, m: u32| sys::mkdirat(d, n, m & 0o7777).map(|_| None);
-        self.create_object(parent, name, uid, gid, &make, mode, umask)
-            .map(|r| r.0)
+        let r = self
+            .create_object(parent, name, uid, gid, &make, mode, umask)
+            .map(|r| r.0);
+        // A cached "absent" for this path must not outlive the new directory.
+        self.dirs_changed();
+        r
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1314,8 +1354,8 @@ impl Namespace {
             bump(&self.counters.metadata_tier_wakes);
         }
         let t = &self.tiers[rank as usize];
-        let d = t
-            .open_dir(&pnode.rel_path)
+        let d = self
+            .parent_dir(t, &pnode.rel_path)
             .map_err(io_err(|| "open parent".into()))?;
         sys::unlinkat(d.as_fd(), name, false)
             .map_err(io_err(|| format!("unlink {:?} on tier {rank}", name)))?;
@@ -1325,7 +1365,7 @@ impl Namespace {
             if other.rank == rank {
                 continue;
             }
-            if let Ok(od) = other.open_dir(&pnode.rel_path)
+            if let Ok(od) = self.parent_dir(other, &pnode.rel_path)
                 && matches!(sys::lgetxattr(od.as_fd(), name, OID_XATTR_C), Ok(v) if v == oid.0)
             {
                 let _ = sys::unlinkat(od.as_fd(), name, false);
@@ -1412,11 +1452,9 @@ impl Namespace {
         newname: &OsStr,
         flags: u32,
     ) -> Result<()> {
-        let r = self.rename_relocating(parent, name, newparent, newname, flags);
-        // rename_inner bumped at its start; bump again now that the lower
-        // renames are done, so nothing cached during them is used.
-        self.dirs_changed();
-        r
+        // rename_inner bumps dir_gen before and after renaming a directory
+        // (a file rename leaves every cached directory descriptor valid).
+        self.rename_relocating(parent, name, newparent, newname, flags)
     }
 
     fn rename_relocating(
@@ -1466,7 +1504,6 @@ impl Namespace {
         flags: u32,
     ) -> Result<()> {
         self.check_writable()?;
-        self.dirs_changed();
         check_name(newname)?;
         if flags & libc::RENAME_WHITEOUT != 0 {
             return Err(err!(libc::EINVAL, "RENAME_WHITEOUT is not supported"));
@@ -1483,6 +1520,13 @@ impl Namespace {
             .find_in_dir(&pnode.rel_path, name)?
             .ok_or_else(|| err!(libc::ENOENT, "no such entry"))?;
         let target = self.find_in_dir(&npnode.rel_path, newname)?;
+        // A directory is renamed or replaced: cached descriptors of paths
+        // under it go stale, now and again when the lower renames are done.
+        let _bump =
+            (skind == KIND_DIR || target.as_ref().is_some_and(|t| t.2 == KIND_DIR)).then(|| {
+                self.dirs_changed();
+                BumpOnDrop(self)
+            });
         if old_rel == new_rel {
             return Ok(());
         }
@@ -1552,17 +1596,17 @@ impl Namespace {
             &to_str(&old_rel),
             &to_str(&new_rel),
         )?;
-        let od = t
-            .open_dir(&pnode.rel_path)
+        let od = self
+            .parent_dir(t, &pnode.rel_path)
             .map_err(io_err(|| "open source parent".into()))?;
-        let nd = t
-            .open_dir(&npnode.rel_path)
+        let nd = self
+            .parent_dir(t, &npnode.rel_path)
             .map_err(io_err(|| "open target parent".into()))?;
         sys::renameat2(od.as_fd(), name, nd.as_fd(), newname, 0)
             .map_err(io_err(|| format!("rename {:?} on tier {srank}", old_rel)))?;
         if let Some((roid, rgen, Some(rrank), rst)) = replaced {
             let rt = &self.tiers[rrank as usize];
-            if let Ok(rd) = rt.open_dir(&npnode.rel_path) {
+            if let Ok(rd) = self.parent_dir(rt, &npnode.rel_path) {
                 sys::unlinkat(rd.as_fd(), newname, false).map_err(io_err(|| {
                     format!("unlink replaced {:?} on tier {rrank}", new_rel)
                 }))?;
@@ -1956,10 +2000,14 @@ impl Namespace {
         }
         let mut seen: HashSet<OsString> = HashSet::new();
         let mut out = Vec::new();
+        // The directory's indexed children, read once for every tier.
+        let mut children: Option<Vec<(String, ObjectRec)>> = None;
         for t in &self.tiers {
             if !t.is_ok() {
                 // Names on a faulted or down tier stay listed (S23.2 item 2).
-                for (name, rec) in self.placement.children(&to_str(&node.rel_path)) {
+                let children = children
+                    .get_or_insert_with(|| self.placement.children(&to_str(&node.rel_path)));
+                for (name, rec) in children.iter() {
                     let name = OsString::from(name);
                     if rec.kind != KIND_DIR && rec.slot == t.slot && seen.insert(name.clone()) {
                         out.push(DirEntry {
@@ -1984,16 +2032,16 @@ impl Namespace {
             // Indexed children of this directory, for the fast path: an entry
             // whose lower inode is the one the index has for that name on
             // this tier needs no stat and no xattr read.
-            let indexed: HashMap<OsString, ObjectRec> = if entries.len() > 8 {
-                self.placement
-                    .children(&to_str(&node.rel_path))
-                    .into_iter()
+            let indexed: HashMap<&OsStr, &ObjectRec> = if entries.len() > 8 {
+                children
+                    .get_or_insert_with(|| self.placement.children(&to_str(&node.rel_path)))
+                    .iter()
                     .filter(|(_, r)| {
                         r.slot == t.slot
                             && (r.kind == KIND_FILE || r.kind == KIND_SYMLINK)
                             && r.lower_ino != 0
                     })
-                    .map(|(n, r)| (OsString::from(n), r))
+                    .map(|(n, r)| (OsStr::new(n.as_str()), r))
                     .collect()
             } else {
                 HashMap::new()
@@ -2006,7 +2054,7 @@ impl Namespace {
                 if seen.contains(&name) {
                     continue;
                 }
-                if let Some(rec) = indexed.get(&name)
+                if let Some(rec) = indexed.get(name.as_os_str())
                     && index_vouches(rec, t.slot, e.ino, rec.kind)
                     && rec.rel_path.as_bytes() == join(&node.rel_path, &name).as_bytes()
                 {
