@@ -167,6 +167,56 @@ fn s10_a6_sparse_file_stays_sparse() {
     assert!(got.iter().all(|b| *b == 0), "hole reads as zeros");
 }
 
+/// Pages of `path` resident in the page cache (mincore over a mapping).
+fn resident_pages(path: &Path) -> usize {
+    let f = fs::File::open(path).unwrap();
+    let len = f.metadata().unwrap().len() as usize;
+    // SAFETY: a private read-only mapping of a file nobody truncates
+    // during the call; only mincore looks at it and it is unmapped below.
+    unsafe {
+        let addr = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            0,
+        );
+        assert_ne!(addr, libc::MAP_FAILED);
+        let page = libc::sysconf(libc::_SC_PAGESIZE) as usize;
+        let mut vec = vec![0u8; len.div_ceil(page)];
+        assert_eq!(libc::mincore(addr, len, vec.as_mut_ptr()), 0);
+        libc::munmap(addr, len);
+        vec.iter().filter(|b| **b & 1 == 1).count()
+    }
+}
+
+#[test]
+fn s10_3_4_both_copies_leave_the_page_cache_after_a_move() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let p = TwoTierPool::new("ext4", "ext4", "");
+    let m = p.mnt("cached.bin");
+    let data = pattern(8 << 20, 4);
+    write_synced(&m, &data);
+    // Warm the source's pages, as a client reading it would.
+    assert_eq!(fs::read(p.t0.join("cached.bin")).unwrap(), data);
+    assert!(resident_pages(&p.t0.join("cached.bin")) > 0);
+    let (out, lines) = smoothfs_move(&m, 1, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(result_of(&lines).0, "moved");
+    // The destination was written, read back and renamed into place by
+    // the cutover; none of its pages may stay cached (S10.3/4).
+    let dst = p.t1.join("cached.bin");
+    assert_eq!(resident_pages(&dst), 0, "destination pages still cached");
+    assert_eq!(fs::read(&m).unwrap(), data);
+}
+
 #[test]
 fn s10_a7_reflink_when_both_tiers_share_an_xfs() {
     if !require_root_and_fuse() {

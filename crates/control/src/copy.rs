@@ -479,7 +479,11 @@ impl Staging {
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
+            // O_NOATIME: the staging file is hashed while its metadata,
+            // times included, is applied; a read must not move the atime
+            // just copied from the source. The creator owns the file, so
+            // the flag is always allowed.
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NOATIME)
             .open(path)
             .map_err(|e| CopyError::io(format!("create staging {}", path.display()), e))?;
         Ok(Staging {
@@ -720,7 +724,8 @@ pub fn drop_cache(path: &Path) {
     }
 }
 
-fn drop_cache_fd(f: &File) {
+/// Drop the page cache of the open file `f` (best effort).
+pub fn drop_cache_fd(f: &File) {
     if let Err(e) = rustix::fs::fadvise(f, 0, None, Advice::DontNeed) {
         tracing::debug!(errno = e.raw_os_error(), "fadvise(DONTNEED) failed");
     }

@@ -1012,15 +1012,18 @@ impl Move<'_> {
             &format!("blake3 {}", report.blake3),
         );
         // Both files leave the page cache (S10.3/4) while the cutover and
-        // cleanup go on: freeing a large file's pages takes tens of ms.
-        let lower_for_drop = lower.clone();
-        let staging_for_drop = staging.path().to_path_buf();
+        // cleanup go on: freeing a large file's pages takes tens of ms. The
+        // thread holds descriptors, not paths: the staging file is renamed
+        // by the cutover and the source removed by the cleanup, and the
+        // pages must go either way. It is joined before the move returns,
+        // so the old copy's space is freed by then.
+        let staging_fd = staging.file().try_clone().ok();
+        let source_fd = copy::open_source(&lower).ok();
         self.cache_dropper = Some(std::thread::spawn(move || {
-            copy::drop_cache(&staging_for_drop);
-            copy::drop_cache(&lower_for_drop);
+            for f in staging_fd.iter().chain(source_fd.iter()) {
+                copy::drop_cache_fd(f);
+            }
         }));
-        // The data plane renames the staging file; keep no descriptor on
-        // what becomes the authoritative lower.
         drop(staging);
 
         // W10.

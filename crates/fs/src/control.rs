@@ -1654,11 +1654,20 @@ fn serve_connection(fd: OwnedFd, ctl: &Control, stop: &AtomicBool) {
         };
         let got = &buf[..n.min(buf.len())];
         let outcome = ctl.handle_received(got, n, peer_uid(fd.as_fd()));
+        // A subscriber is registered before SUBSCRIBE is answered, so an
+        // event published right after the reply reaches it (S20.5).
+        let sub = match &outcome {
+            Outcome::Subscribe { mask, .. } => Some(ctl.hub().register(*mask)),
+            Outcome::Reply(_) => None,
+        };
         if send_msg(fd.as_fd(), outcome.bytes(), stop).is_err() {
+            if let Some(sub) = sub {
+                ctl.hub().unregister(&sub);
+            }
             return;
         }
-        if let Outcome::Subscribe { mask, .. } = outcome {
-            serve_subscription(fd.as_fd(), ctl, stop, mask, &mut buf);
+        if let Some(sub) = sub {
+            serve_subscription(fd.as_fd(), ctl, stop, sub, &mut buf);
             return;
         }
     }
@@ -1670,11 +1679,10 @@ fn serve_subscription(
     fd: BorrowedFd<'_>,
     ctl: &Control,
     stop: &AtomicBool,
-    mask: u64,
+    sub: Arc<Subscriber>,
     buf: &mut [u8],
 ) {
     let hub = Arc::clone(ctl.hub());
-    let sub = hub.register(mask);
     let mut seq: u32 = 0;
     let mut next_seq = || {
         seq = seq.wrapping_add(1).max(1);
