@@ -645,41 +645,20 @@ fn hash_open_file(
             let len = (end - base).min(WINDOW);
             let skip = usize::try_from(off - base).unwrap_or(0);
             let map_len = usize::try_from(len).unwrap_or(usize::MAX);
-            // SAFETY: a private read-only mapping of `map_len` bytes of an
-            // open file; it is only read while mapped and unmapped below.
             // Only the staging file is mapped (see above), and its size is
-            // checked first; pread is the fallback if mapping fails.
-            let mapping = if !mapped {
-                Err(Errno::NODEV)
-            } else {
-                unsafe {
-                    rustix::mm::mmap(
-                        std::ptr::null_mut(),
-                        map_len,
-                        rustix::mm::ProtFlags::READ,
-                        rustix::mm::MapFlags::PRIVATE,
-                        f,
-                        base,
-                    )
-                }
-            };
+            // checked after mapping; pread is the fallback if mapping fails.
+            let mapping = mapped
+                .then(|| Mapping::new(f, base, map_len))
+                .flatten()
+                .filter(|_| f.metadata().is_ok_and(|m| m.len() >= base + len));
             match mapping {
-                Ok(ptr) if f.metadata().map(|m| m.len() >= base + len).unwrap_or(false) => {
-                    // SAFETY: see above; `ptr` covers `map_len` bytes.
-                    unsafe {
-                        let _ = rustix::mm::madvise(ptr, map_len, rustix::mm::Advice::Sequential);
-                        let bytes = std::slice::from_raw_parts(ptr.cast::<u8>(), map_len);
-                        h.update_rayon(&bytes[skip..]);
-                        let _ = rustix::mm::munmap(ptr, map_len);
-                    }
+                Some(map) => {
+                    // SAFETY: the file covers the whole mapping (checked
+                    // above) and nobody else can shrink the staging file.
+                    let bytes = unsafe { map.bytes() };
+                    h.update_rayon(&bytes[skip..]);
                 }
-                other => {
-                    if let Ok(ptr) = other {
-                        // SAFETY: unmapping what was just mapped.
-                        unsafe {
-                            let _ = rustix::mm::munmap(ptr, map_len);
-                        }
-                    }
+                None => {
                     let mut buf = AlignedBuf::new(DEFAULT_CHUNK_BYTES);
                     let mut o = off;
                     while o < base + len {
@@ -888,10 +867,10 @@ struct Mapping {
 impl Mapping {
     fn new(f: &File, off: u64, len: usize) -> Option<Mapping> {
         // SAFETY: a new read-only mapping of `len` bytes of an open file at a
-        // page-aligned offset; its memory is never read from user space
-        // here (only handed to the kernel by pwrite, where a page past a
-        // shrunken end of file makes the write fail with EFAULT instead of
-        // raising SIGBUS), and it is unmapped by `Drop`.
+        // page-aligned offset, unmapped by `Drop`. Making it is safe; reading
+        // it from user space is not if the file shrinks (SIGBUS), so that
+        // only happens through the unsafe `bytes`. Handed to the kernel by
+        // pwrite, a page past a shrunken end fails the write with EFAULT.
         let ptr = unsafe {
             rustix::mm::mmap(
                 std::ptr::null_mut(),
@@ -906,6 +885,16 @@ impl Mapping {
         // SAFETY: advice on the mapping just made.
         let _ = unsafe { rustix::mm::madvise(ptr, len, rustix::mm::Advice::Sequential) };
         Some(Mapping { ptr, len })
+    }
+
+    /// The mapped bytes.
+    ///
+    /// # Safety
+    /// The file must cover the whole mapping while the slice is used:
+    /// reading a page past its end raises SIGBUS.
+    unsafe fn bytes(&self) -> &[u8] {
+        // SAFETY: `ptr` is a live mapping of `len` readable bytes.
+        unsafe { std::slice::from_raw_parts(self.ptr.cast::<u8>(), self.len) }
     }
 }
 
