@@ -73,6 +73,8 @@ pub struct SmoothFs {
     entry_ttl: Duration,
     attr_ttl: Duration,
     next_fh: AtomicU64,
+    /// This daemon's pid: opens it makes itself are internal (no heat).
+    own_pid: u32,
     handles: RwLock<HashMap<u64, Arc<Handle>>>,
     dirs: RwLock<HashMap<u64, Arc<DirHandle>>>,
     io: Mutex<HashMap<u64, InodeIo>>,
@@ -177,6 +179,7 @@ impl SmoothFs {
             entry_ttl,
             attr_ttl,
             next_fh: AtomicU64::new(1),
+            own_pid: std::process::id(),
             handles: RwLock::new(HashMap::new()),
             dirs: RwLock::new(HashMap::new()),
             io: Mutex::new(HashMap::new()),
@@ -465,14 +468,15 @@ impl SmoothFs {
         } else {
             sys::proc_groups(req.pid())
         };
-        let internal = req.pid() == std::process::id();
+        let internal = req.pid() == self.own_pid;
         let oid = live.oid;
+        let fd = Arc::new(fd);
         let heat_ticket = match &backing {
             Some(_) if !internal => {
                 let acc = flags & libc::O_ACCMODE;
                 match self.ns.heat.track_passthrough(
                     oid,
-                    fd.as_fd(),
+                    &fd,
                     acc != libc::O_WRONLY,
                     acc != libc::O_RDONLY,
                 ) {
@@ -492,7 +496,7 @@ impl SmoothFs {
             heat_ticket: Mutex::new(heat_ticket),
             internal,
             ino: live.ino,
-            fd: Mutex::new(Arc::new(fd)),
+            fd: Mutex::new(fd),
             gen_: AtomicU32::new(live.cutover_gen.load(Ordering::Acquire)),
             live,
             flags: flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_TRUNC),
@@ -991,12 +995,15 @@ impl Filesystem for SmoothFs {
     ) {
         let h = self.handles.write().remove(&fh.0);
         if let Some(h) = h {
-            if let Some(t) = h.heat_ticket.lock().take() {
-                self.ns.heat.release_passthrough(t);
-            }
             self.release_mode(&h.live, h.backing.is_some());
             let fd = Arc::clone(&h.fd.lock());
-            if let Ok(st) = sys::fstat(fd.as_fd()) {
+            // One fstat serves the heat estimate and the index snapshot.
+            let st = sys::fstat(fd.as_fd());
+            if let Some(t) = h.heat_ticket.lock().take() {
+                let now = st.as_ref().ok().map(crate::heat::FileStamp::from_stat);
+                self.ns.heat.release_passthrough(t, now);
+            }
+            if let Ok(st) = st {
                 self.ns.refresh_snapshot(h.ino, &st);
                 if h.created
                     && let Some(s) = self.ns.spill_released(h.ino, st.st_size as u64)

@@ -309,19 +309,20 @@ impl HeatTable {
     // ---- passthrough (S6.2) ----
 
     /// Register a passthrough handle of `oid` whose backing file is `fd`.
-    /// The first handle of an object dups `fd` (the dup is what each drain
-    /// fstats, S6.2 item 2); later handles share that entry. Returns the
+    /// The first handle of an object shares its descriptor `fd` (what each
+    /// drain fstats, S6.2 item 2; passthrough handles never change their
+    /// descriptor); later handles share that entry. Returns the
     /// ticket to give back at release. On error nothing is tracked and no
     /// release call is needed (the open itself is still counted by
     /// [`open`](Self::open)).
     pub fn track_passthrough(
         &self,
         oid: Oid,
-        fd: BorrowedFd<'_>,
+        fd: &Arc<OwnedFd>,
         readable: bool,
         writable: bool,
     ) -> io::Result<PassthroughTicket> {
-        let at_open = FileStamp::of(fd)?;
+        let at_open = FileStamp::of(fd.as_fd())?;
         let mut map = self.passthrough.lock();
         match map.entry(oid) {
             Entry::Occupied(mut e) => {
@@ -329,9 +330,8 @@ impl HeatTable {
                 t.refs = t.refs.saturating_add(1);
             }
             Entry::Vacant(v) => {
-                let dup = fd.try_clone_to_owned()?;
                 v.insert(Tracked {
-                    fd: Arc::new(dup),
+                    fd: Arc::clone(fd),
                     refs: 1,
                     base: at_open,
                 });
@@ -346,10 +346,14 @@ impl HeatTable {
     }
 
     /// Release one passthrough handle: credits the S6.2 item 1 estimate
-    /// (sized by an fstat of the backing file now) and drops the handle's
-    /// reference; the last one closes the dup. Returns the credited
-    /// `(read_bytes, write_bytes)`.
-    pub fn release_passthrough(&self, ticket: PassthroughTicket) -> (u64, u64) {
+    /// (sized by `now`, the backing file's fstat at release, or by an fstat
+    /// made here when the caller has none) and drops the handle's
+    /// reference. Returns the credited `(read_bytes, write_bytes)`.
+    pub fn release_passthrough(
+        &self,
+        ticket: PassthroughTicket,
+        now: Option<FileStamp>,
+    ) -> (u64, u64) {
         let fd = {
             let mut map = self.passthrough.lock();
             let Some(t) = map.get_mut(&ticket.oid) else {
@@ -363,7 +367,9 @@ impl HeatTable {
             fd
         };
         // If the backing file cannot be stat'ed now, size by the open stamp.
-        let now = FileStamp::of(fd.as_fd()).unwrap_or(ticket.at_open);
+        let now = now
+            .or_else(|| FileStamp::of(fd.as_fd()).ok())
+            .unwrap_or(ticket.at_open);
         drop(fd);
         let (r, w) = passthrough_release_estimate(
             ticket.readable,
@@ -993,6 +999,11 @@ mod tests {
         crate::sys::futimens(f.as_fd(), &[ts(atime_s), ts(mtime_s)]).unwrap();
     }
 
+    /// A descriptor of `f` as a file handle holds it.
+    fn shared(f: &std::fs::File) -> Arc<OwnedFd> {
+        Arc::new(OwnedFd::from(f.try_clone().unwrap()))
+    }
+
     fn tmpfile(len: usize) -> std::fs::File {
         let mut f = tempfile::tempfile().unwrap();
         f.write_all(&vec![7u8; len]).unwrap();
@@ -1008,7 +1019,7 @@ mod tests {
         let h = HeatTable::new();
         let o = oid(10);
         h.open(o);
-        let ticket = h.track_passthrough(o, f.as_fd(), true, true).unwrap();
+        let ticket = h.track_passthrough(o, &shared(&f), true, true).unwrap();
         assert_eq!(ticket.at_open().size, 3 << 20);
         // Nothing advanced: only the open.
         let r = only(&commit_all(h.drain(now)), o);
@@ -1066,15 +1077,15 @@ mod tests {
         let h = HeatTable::new();
         let o = oid(11);
         // Two handles share one entry: a reader and a writer.
-        let rd = h.track_passthrough(o, f.as_fd(), true, false).unwrap();
-        let wr = h.track_passthrough(o, f.as_fd(), false, true).unwrap();
+        let rd = h.track_passthrough(o, &shared(&f), true, false).unwrap();
+        let wr = h.track_passthrough(o, &shared(&f), false, true).unwrap();
         assert_eq!(h.passthrough_tracked(), 1);
         // The writer appends 1000 bytes.
         (&f).write_all(&[1u8; 1000]).unwrap();
-        assert_eq!(h.release_passthrough(wr), (0, 1000));
+        assert_eq!(h.release_passthrough(wr, None), (0, 1000));
         assert_eq!(h.passthrough_tracked(), 1);
         // The reader: min(size at release, 64 MiB) — A4's 2 MiB cat.
-        assert_eq!(h.release_passthrough(rd), ((2 << 20) + 1000, 0));
+        assert_eq!(h.release_passthrough(rd, None), ((2 << 20) + 1000, 0));
         assert_eq!(h.passthrough_tracked(), 0);
         let r = only(&commit_all(h.drain(wall_clock_ns())), o);
         assert_eq!(
@@ -1085,14 +1096,14 @@ mod tests {
         assert_eq!(h.estimated_bytes_total(), (2 << 20) + 2000);
 
         // Unchanged size but mtime advanced at release: min(size, 1 MiB).
-        let t = h.track_passthrough(o, f.as_fd(), false, true).unwrap();
+        let t = h.track_passthrough(o, &shared(&f), false, true).unwrap();
         let at = t.at_open();
         let s = (at.mtime_ns / 1_000_000_000) as i64 + 5;
         set_times(&f, s, s);
-        assert_eq!(h.release_passthrough(t), (0, 1 << 20));
+        assert_eq!(h.release_passthrough(t, None), (0, 1 << 20));
         // Unchanged size and mtime, write-only: no credit, no record.
-        let t = h.track_passthrough(o, f.as_fd(), false, true).unwrap();
-        assert_eq!(h.release_passthrough(t), (0, 0));
+        let t = h.track_passthrough(o, &shared(&f), false, true).unwrap();
+        assert_eq!(h.release_passthrough(t, None), (0, 0));
         let r = only(&commit_all(h.drain(wall_clock_ns())), o);
         assert_eq!((r.open_count_delta, r.write_bytes_delta), (0, 1 << 20));
         assert!(h.drain(wall_clock_ns()).is_empty());

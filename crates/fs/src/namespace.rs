@@ -310,6 +310,10 @@ impl Namespace {
     /// The directory `rel` on tier `t`, from the per-thread cache when it
     /// is fresh (same namespace generation, younger than the TTL).
     fn parent_dir(&self, t: &Tier, rel: &OsStr) -> std::io::Result<std::sync::Arc<OwnedFd>> {
+        if rel.is_empty() {
+            // The tier root is held open for the life of the mount.
+            return Ok(std::sync::Arc::clone(&t.root));
+        }
         let id = self as *const Namespace as usize;
         let g = self.dir_gen.load(Ordering::Acquire);
         let hit = DIR_CACHE.with(|c| {
@@ -604,6 +608,26 @@ impl Namespace {
         st: &libc::stat,
         replace: bool,
     ) -> Result<(Oid, u32)> {
+        self.mint_tagging(rank, dir, None, rel, name, st, replace)
+    }
+
+    /// As [`mint_for`](Self::mint_for); `obj`, an open descriptor of the
+    /// object itself, takes the identity xattrs without a path walk.
+    #[allow(clippy::too_many_arguments)]
+    fn mint_tagging(
+        &self,
+        rank: u8,
+        dir: BorrowedFd<'_>,
+        obj: Option<BorrowedFd<'_>>,
+        rel: &OsStr,
+        name: &OsStr,
+        st: &libc::stat,
+        replace: bool,
+    ) -> Result<(Oid, u32)> {
+        let set = |attr: &std::ffi::CStr, value: &[u8], flags: i32| match obj {
+            Some(fd) => sys::fsetxattr(fd, attr, value, flags),
+            None => sys::lsetxattr(dir, name, attr, value, flags),
+        };
         let tier = &self.tiers[rank as usize];
         let kind = kind_of_mode(st.st_mode);
         if self.read_only {
@@ -620,7 +644,7 @@ impl Namespace {
             oid = self.minter.mint();
         }
         let flags = if replace { 0 } else { libc::XATTR_CREATE };
-        match sys::lsetxattr(dir, name, OID_XATTR_C, &oid.0, flags) {
+        match set(OID_XATTR_C, &oid.0, flags) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
                 // A concurrent lookup minted first: use its OID.
@@ -640,7 +664,7 @@ impl Namespace {
                 ));
             }
         }
-        let _ = sys::lsetxattr(dir, name, GEN_XATTR_C, &0u32.to_le_bytes(), 0);
+        let _ = set(GEN_XATTR_C, &0u32.to_le_bytes(), 0);
         let slot = if kind == KIND_DIR {
             SLOT_NONE
         } else {
@@ -862,7 +886,8 @@ impl Namespace {
                 if !t.is_ok() {
                     continue;
                 }
-                if let Ok(d) = t.open_dir(&node.rel_path) {
+                // The directory itself, from the same cache as parents.
+                if let Ok(d) = self.parent_dir(t, &node.rel_path) {
                     return sys::fstat(d.as_fd())
                         .map_err(io_err(|| format!("stat dir {:?}", node.rel_path)));
                 }
@@ -1191,31 +1216,56 @@ impl Namespace {
                     ));
                 }
             };
-            let st0 =
-                sys::fstatat(pd.as_fd(), name).map_err(io_err(|| format!("stat new {:?}", rel)))?;
+            // The new object itself: its descriptor when the create opened
+            // one (no path walk), else its name in the parent.
+            let stat_new = || match fd.as_ref() {
+                Some(f) => sys::fstat(f.as_fd()),
+                None => sys::fstatat(pd.as_fd(), name),
+            };
+            let st0 = stat_new().map_err(io_err(|| format!("stat new {:?}", rel)))?;
             let kind = kind_of_mode(st0.st_mode);
             let owner_gid = if pst.st_mode & libc::S_ISGID != 0 {
                 pst.st_gid
             } else {
                 gid
             };
+            // The daemon creates as root: give the object to the caller. A
+            // caller who is already the owner (root, or the daemon's own
+            // credentials) needs no chown, and nothing then clears set-id
+            // bits.
+            let chown = st0.st_uid != uid || st0.st_gid != owner_gid;
+            let mut changed = false;
             if kind == KIND_SYMLINK {
-                let _ = sys::fchownat(pd.as_fd(), name, uid, owner_gid);
+                if chown {
+                    let _ = sys::fchownat(pd.as_fd(), name, uid, owner_gid);
+                    changed = true;
+                }
             } else {
-                sys::fchownat(pd.as_fd(), name, uid, owner_gid)
-                    .map_err(io_err(|| format!("chown new {:?}", rel)))?;
+                if chown {
+                    sys::fchownat(pd.as_fd(), name, uid, owner_gid)
+                        .map_err(io_err(|| format!("chown new {:?}", rel)))?;
+                    changed = true;
+                }
                 // chown clears set-id bits; put back what the caller asked for.
                 let mut want = st0.st_mode & 0o7777;
                 if kind == KIND_DIR && pst.st_mode & libc::S_ISGID != 0 {
                     want |= libc::S_ISGID;
                 }
-                if want != st0.st_mode & 0o7777 || want & (libc::S_ISUID | libc::S_ISGID) != 0 {
+                if want != st0.st_mode & 0o7777
+                    || (chown && want & (libc::S_ISUID | libc::S_ISGID) != 0)
+                {
                     let _ = sys::fchmodat(pd.as_fd(), name, want);
+                    changed = true;
                 }
             }
-            let st =
-                sys::fstatat(pd.as_fd(), name).map_err(io_err(|| format!("stat new {:?}", rel)))?;
-            let (oid, gen_) = match self.mint_for(rank, pd.as_fd(), &rel, name, &st, false) {
+            let st = if changed {
+                stat_new().map_err(io_err(|| format!("stat new {:?}", rel)))?
+            } else {
+                st0
+            };
+            let obj = fd.as_ref().map(|f| f.as_fd());
+            let (oid, gen_) = match self.mint_tagging(rank, pd.as_fd(), obj, &rel, name, &st, false)
+            {
                 Ok(v) => v,
                 Err(e) if e.errno == libc::ENOSPC || e.errno == libc::EDQUOT => {
                     let _ = sys::unlinkat(pd.as_fd(), name, kind == KIND_DIR);
@@ -1228,7 +1278,7 @@ impl Namespace {
                 }
             };
             // Identity xattrs changed ctime: answer with the final attributes.
-            let st = sys::fstatat(pd.as_fd(), name).unwrap_or(st);
+            let st = stat_new().unwrap_or(st);
             if rank != first {
                 bump(&self.counters.spill_creates_total);
                 self.counters

@@ -388,6 +388,22 @@ pub fn lgetxattr_size(dirfd: BorrowedFd<'_>, name: &OsStr, attr: &CStr) -> io::R
     })
 }
 
+/// Set an xattr on the open file `fd` (no path walk).
+pub fn fsetxattr(fd: BorrowedFd<'_>, attr: &CStr, value: &[u8], flags: i32) -> io::Result<()> {
+    // SAFETY: a live descriptor, a NUL-terminated name and a buffer of
+    // `value.len()` bytes.
+    check(unsafe {
+        libc::fsetxattr(
+            fd.as_raw_fd(),
+            attr.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            flags,
+        )
+    })
+    .map(drop)
+}
+
 pub fn lsetxattr(
     dirfd: BorrowedFd<'_>,
     name: &OsStr,

@@ -23,7 +23,7 @@ pub struct Tier {
     pub rank: u8,
     pub slot: u8,
     pub path: PathBuf,
-    pub root: OwnedFd,
+    pub root: std::sync::Arc<OwnedFd>,
     /// Capability bits from the probe (S1.3).
     pub caps: u32,
     /// The tier can back FUSE passthrough handles (S1.3 item 6).
@@ -39,7 +39,7 @@ impl Tier {
             rank,
             slot,
             path,
-            root,
+            root: std::sync::Arc::new(root),
             caps,
             passthrough: AtomicBool::new(true),
             state: AtomicU32::new(0),
