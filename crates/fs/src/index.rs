@@ -317,19 +317,77 @@ macro_rules! tx {
 /// Looks `$key` up in the active overlay, then the frozen one, then the
 /// database table `$def`, yielding `Option<V>`.
 macro_rules! layered {
-    ($active:expr, $frozen:expr, $field:ident, $key:expr, $db:expr, $def:expr, $conv:expr) => {{
+    ($active:expr, $frozen:expr, $field:ident, $key:expr, $db:expr, $def:ident, $conv:expr) => {{
         let key = $key;
         if let Some(v) = $active.$field.get(&key) {
             v.clone()
         } else if let Some(v) = $frozen.and_then(|f| f.$field.get(&key)) {
             v.clone()
         } else {
-            let rtxn = tx!($db.begin_read(), "begin read");
-            let t = tx!(rtxn.open_table($def), "open table");
-            let got = tx!(t.get(key.clone()), "read");
+            let snap = $db.snap()?;
+            let got = tx!(snap.$def.get(key.clone()), "read");
             got.map(|v| ($conv)(v.value()))
         }
     }};
+}
+
+/// The database with a shared read snapshot for point lookups. The
+/// database changes only through commits made by this module, each
+/// followed by [`Store::committed`]; between two commits every lookup can
+/// share one read transaction instead of opening its own (a lookup is on
+/// the path of every LOOKUP, CREATE, UNLINK and RENAME).
+struct Store {
+    db: Database,
+    snap: Mutex<Option<Arc<Snap>>>,
+}
+
+/// The tables point lookups read, opened in one read transaction.
+struct Snap {
+    objects: redb::ReadOnlyTable<[u8; 16], &'static [u8]>,
+    by_ino: redb::ReadOnlyTable<u64, [u8; 16]>,
+    by_path: redb::ReadOnlyTable<&'static [u8], [u8; 16]>,
+    by_lower: redb::ReadOnlyTable<(u8, u64), [u8; 16]>,
+    tombstones: redb::ReadOnlyTable<[u8; 16], (u32, u64)>,
+    moving: redb::ReadOnlyTable<[u8; 16], u8>,
+}
+
+impl Store {
+    fn begin_read(&self) -> std::result::Result<redb::ReadTransaction, redb::TransactionError> {
+        self.db.begin_read()
+    }
+
+    fn begin_write(&self) -> std::result::Result<redb::WriteTransaction, redb::TransactionError> {
+        self.db.begin_write()
+    }
+
+    /// The current read snapshot. It is made under the lock, so one made
+    /// before a commit is always dropped by that commit's `committed`.
+    fn snap(&self) -> Result<Arc<Snap>> {
+        let mut cur = self.snap.lock();
+        if let Some(s) = cur.as_ref() {
+            return Ok(Arc::clone(s));
+        }
+        let open = || -> Result<Snap> {
+            let rtxn = tx!(self.db.begin_read(), "begin read");
+            Ok(Snap {
+                objects: tx!(rtxn.open_table(OBJECTS), "open objects"),
+                by_ino: tx!(rtxn.open_table(BY_INO), "open by_ino"),
+                by_path: tx!(rtxn.open_table(BY_PATH), "open by_path"),
+                by_lower: tx!(rtxn.open_table(BY_LOWER), "open by_lower"),
+                tombstones: tx!(rtxn.open_table(TOMBSTONES), "open tombstones"),
+                moving: tx!(rtxn.open_table(MOVING), "open moving"),
+            })
+        };
+        let s = Arc::new(open()?);
+        *cur = Some(Arc::clone(&s));
+        Ok(s)
+    }
+
+    /// A commit just became visible: later lookups take a new snapshot.
+    /// Called before the committed changes leave the overlay.
+    fn committed(&self) {
+        *self.snap.lock() = None;
+    }
 }
 
 fn decode_owned(oid: [u8; 16], b: &[u8]) -> Result<ObjectRec> {
@@ -339,7 +397,7 @@ fn decode_owned(oid: [u8; 16], b: &[u8]) -> Result<ObjectRec> {
 /// The apply context: the active overlay over the frozen one over the
 /// database.
 struct Tx<'a> {
-    db: &'a Database,
+    db: &'a Store,
     ov: &'a mut Overlay,
     frozen: Option<&'a Overlay>,
 }
@@ -367,16 +425,15 @@ impl Tx<'_> {
         } else if let Some(v) = self.frozen.and_then(|f| f.by_path.get(&key)) {
             *v
         } else {
-            let rtxn = tx!(self.db.begin_read(), "begin read");
-            let t = tx!(rtxn.open_table(BY_PATH), "open by_path");
-            tx!(t.get(key.as_slice()), "read path").map(|v| v.value())
+            let snap = self.db.snap()?;
+            tx!(snap.by_path.get(key.as_slice()), "read path").map(|v| v.value())
         };
         Ok(r.map(Oid))
     }
 
     fn ino_get(&self, ino: u64) -> Result<Option<Oid>> {
         let r: Option<[u8; 16]> =
-            layered!(self.ov, self.frozen, by_ino, ino, self.db, BY_INO, |v| v);
+            layered!(self.ov, self.frozen, by_ino, ino, self.db, by_ino, |v| v);
         Ok(r.map(Oid))
     }
 
@@ -387,7 +444,7 @@ impl Tx<'_> {
             by_lower,
             (slot, lower_ino),
             self.db,
-            BY_LOWER,
+            by_lower,
             |v| v
         );
         Ok(r.map(Oid))
@@ -400,7 +457,7 @@ impl Tx<'_> {
             tombstones,
             oid.0,
             self.db,
-            TOMBSTONES,
+            tombstones,
             |v| v
         ))
     }
@@ -412,7 +469,7 @@ impl Tx<'_> {
             moving,
             oid.0,
             self.db,
-            MOVING,
+            moving,
             |v| v
         ))
     }
@@ -759,10 +816,9 @@ pub struct IndexSnapshot {
     pub staged: Vec<(Oid, u8, u8)>,
 }
 
-fn db_object(db: &Database, oid: &Oid) -> Result<Option<ObjectRec>> {
-    let rtxn = tx!(db.begin_read(), "begin read");
-    let t = tx!(rtxn.open_table(OBJECTS), "open objects");
-    match tx!(t.get(oid.0), "read object") {
+fn db_object(db: &Store, oid: &Oid) -> Result<Option<ObjectRec>> {
+    let snap = db.snap()?;
+    match tx!(snap.objects.get(oid.0), "read object") {
         Some(v) => Ok(Some(decode_owned(oid.0, v.value())?)),
         None => Ok(None),
     }
@@ -771,7 +827,7 @@ fn db_object(db: &Database, oid: &Oid) -> Result<Option<ObjectRec>> {
 /// Direct entries of `dir`: the database range, then the frozen and the
 /// active overlay on top.
 fn dir_entries(
-    db: &Database,
+    db: &Store,
     frozen: Option<&Overlay>,
     active: Option<&Overlay>,
     dir: &str,
@@ -811,7 +867,7 @@ pub struct Frozen<'a> {
 
 /// The open index.
 pub struct Index {
-    db: Database,
+    db: Store,
     state: Mutex<OverlayState>,
     /// Serialises flushes.
     flush_lock: Mutex<()>,
@@ -843,7 +899,10 @@ impl Index {
         }
         tx!(txn.commit(), "commit");
         Ok(Index {
-            db,
+            db: Store {
+                db,
+                snap: Mutex::new(None),
+            },
             state: Mutex::new(OverlayState::default()),
             flush_lock: Mutex::new(()),
         })
@@ -940,6 +999,9 @@ impl Index {
     /// go back to the overlay.
     pub fn commit_frozen(&self, frozen: Frozen<'_>, checkpoint: Option<u64>) -> Result<()> {
         let res = self.write_overlay(&frozen.ov, checkpoint);
+        // Lookups must not read a snapshot older than this commit once the
+        // frozen changes are gone from the overlay below.
+        self.db.committed();
         let mut st = self.state.lock();
         if res.is_err() {
             // Keep the changes: they are older than anything applied since.
@@ -1137,9 +1199,8 @@ impl Index {
         self.get_via(
             |o| o.by_path.get(&key).copied(),
             || {
-                let rtxn = tx!(self.db.begin_read(), "begin read");
-                let t = tx!(rtxn.open_table(BY_PATH), "open by_path");
-                Ok(tx!(t.get(key.as_slice()), "read path").map(|v| v.value()))
+                let snap = self.db.snap()?;
+                Ok(tx!(snap.by_path.get(key.as_slice()), "read path").map(|v| v.value()))
             },
         )
     }
@@ -1148,9 +1209,8 @@ impl Index {
         self.get_via(
             |o| o.by_ino.get(&ino).copied(),
             || {
-                let rtxn = tx!(self.db.begin_read(), "begin read");
-                let t = tx!(rtxn.open_table(BY_INO), "open by_ino");
-                Ok(tx!(t.get(ino), "read ino").map(|v| v.value()))
+                let snap = self.db.snap()?;
+                Ok(tx!(snap.by_ino.get(ino), "read ino").map(|v| v.value()))
             },
         )
     }
@@ -1159,9 +1219,8 @@ impl Index {
         self.get_via(
             |o| o.by_lower.get(&(slot, lower_ino)).copied(),
             || {
-                let rtxn = tx!(self.db.begin_read(), "begin read");
-                let t = tx!(rtxn.open_table(BY_LOWER), "open by_lower");
-                Ok(tx!(t.get((slot, lower_ino)), "read lower").map(|v| v.value()))
+                let snap = self.db.snap()?;
+                Ok(tx!(snap.by_lower.get((slot, lower_ino)), "read lower").map(|v| v.value()))
             },
         )
     }
@@ -1171,9 +1230,8 @@ impl Index {
         if let Some(v) = self.overlay_lookup(|o| o.tombstones.get(&oid.0).copied()) {
             return Ok(v.map(|(g, _)| g));
         }
-        let rtxn = tx!(self.db.begin_read(), "begin read");
-        let t = tx!(rtxn.open_table(TOMBSTONES), "open tombstones");
-        Ok(tx!(t.get(oid.0), "read tombstone").map(|v| v.value().0))
+        let snap = self.db.snap()?;
+        Ok(tx!(snap.tombstones.get(oid.0), "read tombstone").map(|v| v.value().0))
     }
 
     /// The entries of directory `dir_rel_path` ("" is the root), by name.
@@ -1274,6 +1332,7 @@ impl Index {
             tx!(t.insert(META_SCRUB_CURSOR, cursor), "write scrub cursor");
         }
         tx!(txn.commit(), "commit");
+        self.db.committed();
         Ok(())
     }
 
@@ -1356,6 +1415,51 @@ mod tests {
         let first = pos.iter().position(|p| *p).unwrap();
         assert!(pos[first + 1]);
         assert_eq!(pos.iter().filter(|p| **p).count(), 2);
+    }
+
+    /// Lookups share a read snapshot between commits; every commit (a
+    /// flush, a checkpoint, the scrub cursor) must retire it, or a lookup
+    /// after the overlay is emptied would read the database as it was.
+    #[test]
+    fn lookups_after_each_commit_see_that_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = Index::open(dir.path()).unwrap();
+        let oid = Oid([9; 16]);
+        let placed = Record::Placed {
+            oid,
+            gen_: 0,
+            kind: kind::FILE,
+            slot: 0,
+            policy_pin: 0,
+            protocol_pin: 0,
+            always_mediated: false,
+            lower_ino: 77,
+            path: "d/f".into(),
+        };
+        // A snapshot taken while the database is empty.
+        assert_eq!(idx.by_path("d/f").unwrap(), None);
+        idx.apply(&placed, None).unwrap();
+        idx.flush(None).unwrap();
+        assert_eq!(idx.by_path("d/f").unwrap().map(|r| r.oid), Some(oid));
+        assert_eq!(
+            idx.by_ino(oid.ino()).unwrap().map(|r| r.lower_ino),
+            Some(77)
+        );
+        assert!(idx.by_lower(0, 77).unwrap().is_some());
+        let unlink = Record::Unlink {
+            oid,
+            gen_: 0,
+            remaining_links: 0,
+            path: "d/f".into(),
+        };
+        idx.apply(&unlink, None).unwrap();
+        idx.commit_checkpoint(2).unwrap();
+        assert_eq!(idx.by_path("d/f").unwrap(), None);
+        assert_eq!(idx.get(&oid).unwrap(), None);
+        assert_eq!(idx.tombstone(&oid).unwrap(), Some(0));
+        idx.set_scrub_cursor(b"c").unwrap();
+        assert_eq!(idx.by_path("d/f").unwrap(), None);
+        assert_eq!(idx.scrub_cursor().unwrap().as_deref(), Some(&b"c"[..]));
     }
 
     #[test]
