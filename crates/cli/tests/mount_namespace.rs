@@ -444,3 +444,39 @@ fn s2_5_item6_rename_relocates_when_the_parent_cannot_be_materialised() {
     assert_eq!(std::fs::read(p.mnt("d2/f.bin")).unwrap(), data);
     assert_eq!(ino_of(&p.mnt("d2/f.bin")), ino, "identity kept");
 }
+
+#[test]
+fn a_default_acl_decides_the_create_mode_and_its_removal_is_seen_at_once() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let p = TwoTierPool::new("ext4", "ext4", "");
+    let d = p.mnt("shared");
+    fs::create_dir(&d).unwrap();
+    let create = |name: &str| {
+        // umask 022 in the creating process; the daemon sees it per request.
+        let path = d.join(name);
+        let out = cmd(
+            "sh",
+            &["-c", &format!("umask 022 && : > '{}'", path.display())],
+        );
+        assert!(out.status.success(), "{out:?}");
+        fs::metadata(&path).unwrap().permissions().mode() & 0o777
+    };
+    // Without a default ACL the umask applies.
+    assert_eq!(create("plain"), 0o644);
+    // With one, the ACL decides and the umask is ignored (POSIX.1e).
+    cmd_ok(
+        "setfacl",
+        &["-d", "-m", "u::rw,g::rw,o::rw", &d.to_string_lossy()],
+    );
+    assert_eq!(create("inherits"), 0o666);
+    let acl = cmd_ok("getfacl", &["-p", &d.join("inherits").to_string_lossy()]);
+    assert!(
+        String::from_utf8_lossy(&acl.stdout).contains("other::rw-"),
+        "{acl:?}"
+    );
+    // Removing it is seen by the very next create (no cached answer).
+    cmd_ok("setfacl", &["-k", &d.to_string_lossy()]);
+    assert_eq!(create("umasked-again"), 0o644);
+}

@@ -460,7 +460,7 @@ impl SmoothFs {
         fd: OwnedFd,
         flags: i32,
         backing: Option<Arc<BackingId>>,
-        created: bool,
+        created: Option<&libc::stat>,
     ) -> (u64, Arc<Handle>) {
         let fh = self.new_fh();
         let groups = if req.uid() == 0 {
@@ -479,6 +479,8 @@ impl SmoothFs {
                     &fd,
                     acc != libc::O_WRONLY,
                     acc != libc::O_RDONLY,
+                    // A create already has the new file's attributes.
+                    created.map(crate::heat::FileStamp::from_stat),
                 ) {
                     Ok(t) => Some(t),
                     Err(e) => {
@@ -504,7 +506,7 @@ impl SmoothFs {
             gid: req.gid(),
             groups,
             backing,
-            created,
+            created: created.is_some(),
         });
         self.handles.write().insert(fh, Arc::clone(&h));
         (fh, h)
@@ -800,7 +802,7 @@ impl Filesystem for SmoothFs {
             reply.open_backing(f.as_fd())
         });
         let fopen = Self::fopen_flags(flags, backing.is_some());
-        let (fh, h) = self.new_handle(req, live, fd, flags, backing, false);
+        let (fh, h) = self.new_handle(req, live, fd, flags, backing, None);
         match &h.backing {
             Some(id) => {
                 self.count_open(true);
@@ -840,7 +842,7 @@ impl Filesystem for SmoothFs {
             reply.open_backing(f.as_fd())
         });
         let fopen = Self::fopen_flags(flags, backing.is_some());
-        let (fh, h) = self.new_handle(req, live, fd, flags, backing, true);
+        let (fh, h) = self.new_handle(req, live, fd, flags, backing, Some(&e.attr));
         let attr = to_attr(&e.attr);
         match &h.backing {
             Some(id) => {

@@ -311,8 +311,9 @@ impl HeatTable {
     /// Register a passthrough handle of `oid` whose backing file is `fd`.
     /// The first handle of an object shares its descriptor `fd` (what each
     /// drain fstats, S6.2 item 2; passthrough handles never change their
-    /// descriptor); later handles share that entry. Returns the
-    /// ticket to give back at release. On error nothing is tracked and no
+    /// descriptor); later handles share that entry. `at_open` is the
+    /// file's stamp when the caller has just stat'ed it (a create), else it
+    /// is fstat'ed here. Returns the ticket to give back at release. On error nothing is tracked and no
     /// release call is needed (the open itself is still counted by
     /// [`open`](Self::open)).
     pub fn track_passthrough(
@@ -321,8 +322,12 @@ impl HeatTable {
         fd: &Arc<OwnedFd>,
         readable: bool,
         writable: bool,
+        at_open: Option<FileStamp>,
     ) -> io::Result<PassthroughTicket> {
-        let at_open = FileStamp::of(fd.as_fd())?;
+        let at_open = match at_open {
+            Some(s) => s,
+            None => FileStamp::of(fd.as_fd())?,
+        };
         let mut map = self.passthrough.lock();
         match map.entry(oid) {
             Entry::Occupied(mut e) => {
@@ -1019,7 +1024,9 @@ mod tests {
         let h = HeatTable::new();
         let o = oid(10);
         h.open(o);
-        let ticket = h.track_passthrough(o, &shared(&f), true, true).unwrap();
+        let ticket = h
+            .track_passthrough(o, &shared(&f), true, true, None)
+            .unwrap();
         assert_eq!(ticket.at_open().size, 3 << 20);
         // Nothing advanced: only the open.
         let r = only(&commit_all(h.drain(now)), o);
@@ -1077,8 +1084,12 @@ mod tests {
         let h = HeatTable::new();
         let o = oid(11);
         // Two handles share one entry: a reader and a writer.
-        let rd = h.track_passthrough(o, &shared(&f), true, false).unwrap();
-        let wr = h.track_passthrough(o, &shared(&f), false, true).unwrap();
+        let rd = h
+            .track_passthrough(o, &shared(&f), true, false, None)
+            .unwrap();
+        let wr = h
+            .track_passthrough(o, &shared(&f), false, true, None)
+            .unwrap();
         assert_eq!(h.passthrough_tracked(), 1);
         // The writer appends 1000 bytes.
         (&f).write_all(&[1u8; 1000]).unwrap();
@@ -1096,13 +1107,17 @@ mod tests {
         assert_eq!(h.estimated_bytes_total(), (2 << 20) + 2000);
 
         // Unchanged size but mtime advanced at release: min(size, 1 MiB).
-        let t = h.track_passthrough(o, &shared(&f), false, true).unwrap();
+        let t = h
+            .track_passthrough(o, &shared(&f), false, true, None)
+            .unwrap();
         let at = t.at_open();
         let s = (at.mtime_ns / 1_000_000_000) as i64 + 5;
         set_times(&f, s, s);
         assert_eq!(h.release_passthrough(t, None), (0, 1 << 20));
         // Unchanged size and mtime, write-only: no credit, no record.
-        let t = h.track_passthrough(o, &shared(&f), false, true).unwrap();
+        let t = h
+            .track_passthrough(o, &shared(&f), false, true, None)
+            .unwrap();
         assert_eq!(h.release_passthrough(t, None), (0, 0));
         let r = only(&commit_all(h.drain(wall_clock_ns())), o);
         assert_eq!((r.open_count_delta, r.write_bytes_delta), (0, 1 << 20));

@@ -101,6 +101,15 @@ thread_local! {
     static DIR_CACHE: std::cell::RefCell<Vec<CachedDir>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 const DIR_CACHE_ENTRIES: usize = 8;
+
+/// (namespace, dir_gen, tier rank, rel_path, when, has a default ACL).
+type CachedAcl = (usize, u64, u8, OsString, std::time::Instant, bool);
+
+thread_local! {
+    /// Whether a recently used parent directory has a default ACL (the
+    /// create mode depends on it), keyed like [`DIR_CACHE`].
+    static DIR_ACL: std::cell::RefCell<Vec<CachedAcl>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 /// Changes made to a tier behind smoothfs's back are seen after this long.
 const DIR_CACHE_TTL: std::time::Duration = std::time::Duration::from_millis(500);
 
@@ -1137,11 +1146,63 @@ impl Namespace {
 
     /// The mode to pass to the lower create: with a default ACL on the
     /// parent the lower filesystem applies it, else we apply the umask.
-    fn create_mode(&self, parent_fd: BorrowedFd<'_>, mode: u32, umask: u32) -> u32 {
-        match sys::lgetxattr_size(parent_fd, OsStr::new(""), ACL_DEFAULT_C) {
-            Ok(n) if n > 0 => mode,
-            _ => mode & !umask,
+    fn create_mode(
+        &self,
+        t: &Tier,
+        parent_rel: &OsStr,
+        parent_fd: BorrowedFd<'_>,
+        mode: u32,
+        umask: u32,
+    ) -> u32 {
+        if self.has_default_acl(t, parent_rel, parent_fd) {
+            mode
+        } else {
+            mode & !umask
         }
+    }
+
+    /// Whether the directory `rel` on `t` (open as `fd`) has a default
+    /// ACL, cached per thread like the parent descriptors: a setxattr or
+    /// removexattr of one through smoothfs bumps dir_gen, a change made
+    /// directly on the tier is seen within the cache's TTL.
+    fn has_default_acl(&self, t: &Tier, rel: &OsStr, fd: BorrowedFd<'_>) -> bool {
+        let id = self as *const Namespace as usize;
+        let g = self.dir_gen.load(Ordering::Acquire);
+        let hit = DIR_ACL.with(|c| {
+            c.borrow()
+                .iter()
+                .find(|e| {
+                    e.0 == id
+                        && e.1 == g
+                        && e.2 == t.rank
+                        && e.3 == rel
+                        && e.4.elapsed() < DIR_CACHE_TTL
+                })
+                .map(|e| e.5)
+        });
+        if let Some(v) = hit {
+            return v;
+        }
+        let v = matches!(
+            sys::lgetxattr_size(fd, OsStr::new(""), ACL_DEFAULT_C),
+            Ok(n) if n > 0
+        );
+        DIR_ACL.with(|c| {
+            let mut c = c.borrow_mut();
+            c.retain(|e| e.0 != id || (e.1 == g && !(e.2 == t.rank && e.3 == rel)));
+            if c.len() >= DIR_CACHE_ENTRIES {
+                c.remove(0);
+            }
+            c.push((
+                id,
+                g,
+                t.rank,
+                rel.to_os_string(),
+                std::time::Instant::now(),
+                v,
+            ));
+        });
+        v
     }
 
     /// Create an object of any kind: tries tiers in placement order,
@@ -1201,7 +1262,7 @@ impl Namespace {
             let pd = self.parent_dir(t, &pnode.rel_path).map_err(io_err(|| {
                 format!("open {:?} on tier {rank}", pnode.rel_path)
             }))?;
-            let lower_mode = self.create_mode(pd.as_fd(), mode, umask);
+            let lower_mode = self.create_mode(t, &pnode.rel_path, pd.as_fd(), mode, umask);
             let fd = match make(pd.as_fd(), name, lower_mode) {
                 Ok(fd) => fd,
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) => {
@@ -2020,7 +2081,13 @@ impl Namespace {
         }
         let (d, n) = self.target_of(&node)?;
         let c = std::ffi::CString::new(nb).map_err(|_| err!(libc::EINVAL, "bad xattr name"))?;
-        sys::lsetxattr(d.as_fd(), &n, &c, value, flags).map_err(|e| Error::io("setxattr", e))
+        let r =
+            sys::lsetxattr(d.as_fd(), &n, &c, value, flags).map_err(|e| Error::io("setxattr", e));
+        if c.as_c_str() == ACL_DEFAULT_C {
+            // Creates in this directory now take the new default ACL.
+            self.dirs_changed();
+        }
+        r
     }
 
     pub fn removexattr(&self, ino: u64, name: &OsStr, uid: u32) -> Result<()> {
@@ -2036,7 +2103,11 @@ impl Namespace {
         }
         let (d, n) = self.target_of(&node)?;
         let c = std::ffi::CString::new(nb).map_err(|_| err!(libc::EINVAL, "bad xattr name"))?;
-        sys::lremovexattr(d.as_fd(), &n, &c).map_err(|e| Error::io("removexattr", e))
+        let r = sys::lremovexattr(d.as_fd(), &n, &c).map_err(|e| Error::io("removexattr", e));
+        if c.as_c_str() == ACL_DEFAULT_C {
+            self.dirs_changed();
+        }
+        r
     }
 
     // ---- readdir (S2.3) -------------------------------------------------------
