@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -70,6 +70,10 @@ pub struct SmoothFs {
     pub ns: Arc<Namespace>,
     mode: PassthroughMode,
     passthrough_negotiated: bool,
+    /// FUSE_HANDLE_KILLPRIV_V2 is on: the kernel no longer asks for
+    /// `security.capability` before every write, and clearing set-id bits
+    /// on write, truncate and chown by unprivileged callers is ours.
+    killpriv_v2: bool,
     entry_ttl: Duration,
     attr_ttl: Duration,
     next_fh: AtomicU64,
@@ -176,6 +180,7 @@ impl SmoothFs {
             ns,
             mode,
             passthrough_negotiated: false,
+            killpriv_v2: false,
             entry_ttl,
             attr_ttl,
             next_fh: AtomicU64::new(1),
@@ -531,6 +536,16 @@ impl SmoothFs {
         }
     }
 
+    /// With FUSE_HANDLE_KILLPRIV_V2, clear the set-id bits of the lower file
+    /// `fd` the way the kernel does for a caller without CAP_FSETID (taken
+    /// to be any caller but root). Returns the new mode when it changed.
+    fn kill_privs(&self, fd: BorrowedFd<'_>) -> Result<Option<u32>, Errno> {
+        if !self.killpriv_v2 {
+            return Ok(None);
+        }
+        sys::kill_suidgid(fd).map_err(Errno::from)
+    }
+
     /// Mediated O_DIRECT opens bypass the page cache (S13.4 item 2); a
     /// passthrough open needs nothing: the kernel does direct I/O on the
     /// backing file itself.
@@ -570,6 +585,14 @@ impl Filesystem for SmoothFs {
                 Err(_) => info!("kernel does not offer FUSE passthrough; every handle is mediated"),
             }
         }
+        // Without it the kernel sends GETXATTR security.capability before
+        // every write (FUSE clears SB_NOSEC): one extra round trip per
+        // write, passthrough writes included. With it, the daemon clears
+        // set-id bits itself (see `kill_privs`); capabilities go with the
+        // lower write or truncate, which drops them on its own.
+        self.killpriv_v2 = config
+            .add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2)
+            .is_ok();
         let _ = config.set_max_write(1 << 20);
         Ok(())
     }
@@ -621,7 +644,7 @@ impl Filesystem for SmoothFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -669,9 +692,32 @@ impl Filesystem for SmoothFs {
             fd.as_ref().map(|f| f.as_fd()),
         );
         match r {
-            Ok(st) => {
+            Ok(mut st) => {
                 if let Some(l) = &live {
                     l.wrote();
+                }
+                // Truncate, chown and chgrp by an unprivileged caller clear
+                // set-id bits (KILLPRIV_V2 leaves it to us; an explicit new
+                // mode in the same request wins).
+                let setid = libc::S_ISUID | libc::S_ISGID;
+                if req.uid() != 0
+                    && mode.is_none()
+                    && (size.is_some() || uid.is_some() || gid.is_some())
+                    && st.st_mode & libc::S_IFMT == libc::S_IFREG
+                    && st.st_mode & setid != 0
+                {
+                    let killed = match &fd {
+                        Some(f) => self.kill_privs(f.as_fd()),
+                        None => match self.ns.open_lower(ino.0, libc::O_RDONLY) {
+                            Ok((f, _)) => self.kill_privs(f.as_fd()),
+                            Err(e) => Err(errno(&e)),
+                        },
+                    };
+                    match killed {
+                        Ok(Some(m)) => st.st_mode = m,
+                        Ok(None) => {}
+                        Err(e) => return reply.error(e),
+                    }
                 }
                 reply.attr(&self.attr_ttl, &to_attr(&st))
             }
@@ -801,6 +847,15 @@ impl Filesystem for SmoothFs {
         let backing = self.open_mode(&live, &fd, rank, req.pid(), writable, &|f| {
             reply.open_backing(f.as_fd())
         });
+        // An unprivileged O_TRUNC clears set-id bits (the kernel leaves it
+        // to us under KILLPRIV_V2), and so does an unprivileged writable
+        // passthrough open: its writes never reach the daemon.
+        if req.uid() != 0
+            && (flags & libc::O_TRUNC != 0 || (writable && backing.is_some()))
+            && let Err(e) = self.kill_privs(fd.as_fd())
+        {
+            return reply.error(e);
+        }
         let fopen = Self::fopen_flags(flags, backing.is_some());
         let (fh, h) = self.new_handle(req, live, fd, flags, backing, None);
         match &h.backing {
@@ -841,9 +896,17 @@ impl Filesystem for SmoothFs {
         let backing = self.open_mode(&live, &fd, rank, req.pid(), writable, &|f| {
             reply.open_backing(f.as_fd())
         });
+        let mut st = e.attr;
+        if req.uid() != 0 && writable && backing.is_some() {
+            match self.kill_privs(fd.as_fd()) {
+                Ok(Some(mode)) => st.st_mode = mode,
+                Ok(None) => {}
+                Err(err) => return reply.error(err),
+            }
+        }
         let fopen = Self::fopen_flags(flags, backing.is_some());
-        let (fh, h) = self.new_handle(req, live, fd, flags, backing, Some(&e.attr));
-        let attr = to_attr(&e.attr);
+        let (fh, h) = self.new_handle(req, live, fd, flags, backing, Some(&st));
+        let attr = to_attr(&st);
         match &h.backing {
             Some(id) => {
                 self.count_open(true);
@@ -914,7 +977,7 @@ impl Filesystem for SmoothFs {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
@@ -923,6 +986,7 @@ impl Filesystem for SmoothFs {
             Ok(h) => h,
             Err(e) => return reply.error(e),
         };
+        let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
         // Data-changing: hold the drain lock shared (S11.3), then make
         // sure the descriptor is the current lower.
         let mut drain = h.live.drain.read();
@@ -931,6 +995,11 @@ impl Filesystem for SmoothFs {
             Ok(fd) => fd,
             Err(e) => return reply.error(e),
         };
+        // The writer lacks CAP_FSETID (the kernel says so): set-id bits go
+        // before the data changes, as in the kernel's own write path.
+        if kill && let Err(e) = self.kill_privs(fd.as_fd()) {
+            return reply.error(e);
+        }
         let mut relocated = false;
         let mut done = 0usize;
         while done < data.len() {

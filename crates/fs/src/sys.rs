@@ -220,6 +220,28 @@ pub fn fchownat(dirfd: BorrowedFd<'_>, name: &OsStr, uid: u32, gid: u32) -> io::
     check(unsafe { libc::fchownat(dirfd.as_raw_fd(), c.as_ptr(), uid, gid, flags) }).map(drop)
 }
 
+/// Clear the set-user-ID bit, and the set-group-ID bit when group execute
+/// is set, of the regular file open as `fd` -- what the kernel does when
+/// a caller without CAP_FSETID writes, truncates or chowns a file. Returns
+/// the new mode when it changed.
+pub fn kill_suidgid(fd: BorrowedFd<'_>) -> io::Result<Option<u32>> {
+    let st = fstat(fd)?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Ok(None);
+    }
+    let mut mode = st.st_mode & 0o7777;
+    mode &= !libc::S_ISUID;
+    if mode & libc::S_IXGRP != 0 {
+        mode &= !libc::S_ISGID;
+    }
+    if mode == st.st_mode & 0o7777 {
+        return Ok(None);
+    }
+    // SAFETY: a live descriptor and a plain mode.
+    check(unsafe { libc::fchmod(fd.as_raw_fd(), mode) })?;
+    Ok(Some((st.st_mode & libc::S_IFMT) | mode))
+}
+
 pub fn fchmodat(dirfd: BorrowedFd<'_>, name: &OsStr, mode: u32) -> io::Result<()> {
     let c = cstr(name)?;
     // fchmodat cannot take AT_SYMLINK_NOFOLLOW on most kernels; the caller
