@@ -1309,7 +1309,11 @@ impl Index {
             ov: &mut st.active,
             frozen: st.frozen.as_deref(),
         };
-        if let Some(mut rec) = t.get(oid)? {
+        // Unchanged attributes (a release after reads) write nothing: the
+        // overlay, and the next flush, stay small.
+        if let Some(mut rec) = t.get(oid)?
+            && rec.attrs != *attrs
+        {
             rec.attrs = *attrs;
             t.put(&rec)?;
         }
