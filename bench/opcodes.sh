@@ -21,7 +21,8 @@ command -v mergerfs >/dev/null || bash scripts/install-deps.sh
 if ! command -v perf >/dev/null; then
   apt-get update -qq && apt-get install -y -qq linux-perf >/dev/null
 fi
-perf list 2>/dev/null | grep -q fuse:fuse_request_send || {
+tracepoints=$(perf list 2>/dev/null || true)
+grep -q fuse:fuse_request_send <<<"$tracepoints" || {
   echo "this kernel has no fuse:fuse_request_send tracepoint" >&2
   exit 1
 }
