@@ -204,7 +204,7 @@ run_fio() { # variant target round workload fio-args...
   fi
   c1=$(cpu_ms "${PID[$t]}")
   python3 "$REPO/bench/report.py" fio "$json" "$v" "$wl" "$t" "$r" "$((${c1%.*} - ${c0%.*}))" >> "$CSV"
-  log "  $v r$r $t $wl: $(grep -F ",$wl," "$CSV" | grep -F ",$t,$r," | head -1 | cut -d, -f3,6) (daemon cpu $((${c1%.*} - ${c0%.*})) ms)"
+  log "  $v r$r $t $wl: $(grep "^$v,$wl," "$CSV" | grep -F ",$t,$r," | head -1 | cut -d, -f3,6) (daemon cpu $((${c1%.*} - ${c0%.*})) ms)"
 }
 
 run_block() { # variant target round

@@ -418,10 +418,14 @@ pub fn establish_markers(
 }
 
 /// Exclusive per-host lock on a pool UUID (S1.2 item 6), held for the life
-/// of the mount. Dropping it releases the lock; the file stays (removing it
-/// would let two mounts lock two different inodes).
+/// of the mount. Dropping it removes the lock file while still holding the
+/// lock, then releases it, so unmounted pools leave nothing in the run
+/// directory. A mount that opened the file just before it was removed
+/// finds, once it holds the lock, that the path no longer names its inode
+/// and starts over: two mounts never hold locks on two different inodes.
 #[derive(Debug)]
 pub struct PoolLock {
+    /// Holds the flock; closed after `Drop::drop` has removed the file.
     _fd: OwnedFd,
     path: PathBuf,
 }
@@ -433,26 +437,59 @@ impl PoolLock {
         std::fs::create_dir_all(run_dir)
             .map_err(|e| Error::io(format!("create run directory '{}'", run_dir.display()), e))?;
         let path = run_dir.join(format!("{}.lock", pool_uuid.hyphenated()));
-        let fd = rustix::fs::open(
-            &path,
-            OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )
-        .map_err(|e| io_at(format!("open pool lock '{}'", path.display()), e))?;
-        match rustix::fs::flock(fd.as_fd(), FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => Ok(PoolLock { _fd: fd, path }),
-            Err(Errno::WOULDBLOCK) => Err(err!(
-                libc::EBUSY,
-                "pool {} is already mounted on this host (lock '{}' is held)",
-                pool_uuid.hyphenated(),
-                path.display()
-            )),
-            Err(e) => Err(io_at(format!("lock '{}'", path.display()), e)),
+        // A handful of rounds: each lost round means another mount removed
+        // the file between our open and our lock, i.e. it just unmounted.
+        for _ in 0..16 {
+            let fd = rustix::fs::open(
+                &path,
+                OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )
+            .map_err(|e| io_at(format!("open pool lock '{}'", path.display()), e))?;
+            match rustix::fs::flock(fd.as_fd(), FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => {}
+                Err(Errno::WOULDBLOCK) => {
+                    return Err(err!(
+                        libc::EBUSY,
+                        "pool {} is already mounted on this host (lock '{}' is held)",
+                        pool_uuid.hyphenated(),
+                        path.display()
+                    ));
+                }
+                Err(e) => return Err(io_at(format!("lock '{}'", path.display()), e)),
+            }
+            let ours = rustix::fs::fstat(&fd)
+                .map_err(|e| io_at(format!("stat pool lock '{}'", path.display()), e))?;
+            match rustix::fs::lstat(&path) {
+                Ok(now) if now.st_dev == ours.st_dev && now.st_ino == ours.st_ino => {
+                    return Ok(PoolLock { _fd: fd, path });
+                }
+                // Removed (or replaced) by an unmount after our open: again.
+                Ok(_) | Err(Errno::NOENT) => continue,
+                Err(e) => return Err(io_at(format!("stat pool lock '{}'", path.display()), e)),
+            }
         }
+        Err(err!(
+            libc::EBUSY,
+            "pool {}: lock '{}' keeps being replaced; is another mount starting and stopping?",
+            pool_uuid.hyphenated(),
+            path.display()
+        ))
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+impl Drop for PoolLock {
+    fn drop(&mut self) {
+        // Still locked here: the descriptor closes after this body.
+        if let Err(e) = std::fs::remove_file(&self.path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot remove pool lock file");
+        }
     }
 }
 

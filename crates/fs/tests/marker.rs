@@ -200,5 +200,27 @@ fn a3_pool_lock_is_exclusive_and_released_on_drop() {
     // Another pool is independent.
     let _other = PoolLock::acquire(&run, Uuid::new_v4()).unwrap();
     drop(lock);
-    let _again = PoolLock::acquire(&run, pool).unwrap();
+    // An unmounted pool leaves no lock file behind.
+    assert!(!run.join(format!("{}.lock", pool.hyphenated())).exists());
+    let again = PoolLock::acquire(&run, pool).unwrap();
+    assert!(again.path().exists());
+    // A lock that is never released (a daemon that is still up) keeps
+    // other mounts out.
+    std::mem::forget(again);
+    let e = PoolLock::acquire(&run, pool).unwrap_err();
+    assert_eq!(e.errno, libc::EBUSY, "the forgotten lock is still held");
+}
+
+#[test]
+fn a_stale_lock_file_from_a_dead_daemon_is_taken_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let pool = Uuid::new_v4();
+    std::fs::create_dir_all(&run).unwrap();
+    let path = run.join(format!("{}.lock", pool.hyphenated()));
+    std::fs::write(&path, b"").unwrap();
+    let lock = PoolLock::acquire(&run, pool).unwrap();
+    assert_eq!(lock.path(), path);
+    drop(lock);
+    assert!(!path.exists());
 }
