@@ -869,8 +869,7 @@ impl Mapping {
         // SAFETY: a new read-only mapping of `len` bytes of an open file at a
         // page-aligned offset, unmapped by `Drop`. Making it is safe; reading
         // it from user space is not if the file shrinks (SIGBUS), so that
-        // only happens through the unsafe `bytes`. Handed to the kernel by
-        // pwrite, a page past a shrunken end fails the write with EFAULT.
+        // only happens through the unsafe `bytes` (the staging file only).
         let ptr = unsafe {
             rustix::mm::mmap(
                 std::ptr::null_mut(),
@@ -907,63 +906,45 @@ impl Drop for Mapping {
     }
 }
 
-/// `pwrite` all of `len` bytes starting at `ptr` (inside a [`Mapping`] of
-/// the source) to `dst` at `off`. EFAULT means the source shrank under the
-/// mapping.
-fn pwrite_mapped(
-    dst: &File,
-    map: &Mapping,
-    at: usize,
-    len: usize,
-    off: u64,
-) -> Result<(), CopyError> {
+/// Copy `len` bytes of `src` at `off` to `dst` at the same offset with
+/// sendfile(2): the kernel moves the bytes from the source's page cache to
+/// the staging file's, one memory copy, no user-space mapping (a mapped
+/// source page that is not yet read makes a write come up short, and the
+/// kernel zeroes and retries). The source reaching its end early means it
+/// shrank during the copy.
+fn sendfile_at(dst: &File, src: &File, off: u64, len: usize) -> Result<(), CopyError> {
     let mut done = 0usize;
     while done < len {
-        if at + len > map.len {
-            return Err(CopyError::io("mapped write out of range", Errno::INVAL));
-        }
-        let Ok(pos) = i64::try_from(off + done as u64) else {
-            return Err(CopyError::io("write offset", Errno::FBIG));
-        };
-        // SAFETY: `at + len <= map.len`, so the pointer range lies inside
-        // the live mapping; the kernel reads it (fixing up faults itself).
-        let r = unsafe {
-            libc::pwrite(
-                dst.as_raw_fd(),
-                map.ptr.cast::<u8>().add(at + done).cast(),
-                len - done,
-                pos,
-            )
-        };
+        let pos = off + done as u64;
+        rustix::fs::seek(dst, SeekFrom::Start(pos))
+            .map_err(|e| CopyError::io(format!("seek staging to {pos}"), e))?;
+        let mut o = i64::try_from(pos).map_err(|_| CopyError::io("offset", Errno::FBIG))?;
+        // SAFETY: two live descriptors and a valid offset pointer.
+        let r = unsafe { libc::sendfile(dst.as_raw_fd(), src.as_raw_fd(), &mut o, len - done) };
         if r < 0 {
-            let e = io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::EFAULT) => {
-                    return Err(CopyError::SourceChanged(format!(
-                        "the source shrank during the copy (at {})",
-                        off + done as u64
-                    )));
-                }
-                _ => return Err(CopyError::io(format!("write staging at {pos}"), e)),
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
             }
+            return Err(CopyError::io(format!("sendfile at {pos}"), e));
         }
         if r == 0 {
-            return Err(CopyError::io(format!("write staging at {pos}"), Errno::IO));
+            return Err(CopyError::SourceChanged(format!(
+                "the source shrank during the copy (at {pos})"
+            )));
         }
         done += r.unsigned_abs();
     }
     Ok(())
 }
 
-/// Copy the data ranges (the whole file from offset 0) by writing straight
-/// from a shared mapping of the source: one memory copy per byte where a
-/// read/write loop makes two. The page cache reads ahead through the
-/// mapping (MADV_SEQUENTIAL). A second thread reads every written chunk back from the staging
+/// Copy the data ranges (the whole file from offset 0) with sendfile(2):
+/// one memory copy per byte in the kernel, where a read/write loop makes
+/// two. A second thread reads every written chunk back from the staging
 /// file (page cache) and hashes it into `readback` (W8), holes as zeros;
 /// it trails the writes, so the two overlap. Throttle, cancel and the
 /// `worker_copy` failpoint are checked per chunk.
-fn copy_mapped(
+fn copy_sendfile(
     src: &File,
     dst: &File,
     ranges: &[(u64, u64)],
@@ -971,7 +952,6 @@ fn copy_mapped(
     progress: &mut Progress<'_>,
     readback: &mut blake3::Hasher,
 ) -> Result<u64, CopyError> {
-    const WINDOW: u64 = 64 << 20;
     const READBACK_BYTES: usize = 1 << 20;
     let chunk = opts.effective_chunk() as u64;
     let stop = AtomicBool::new(false);
@@ -1005,29 +985,20 @@ fn copy_mapped(
                 let mut gap = start.saturating_sub(end_of_prev);
                 let mut off = start;
                 while off < end {
-                    let base = off & !(BLOCK as u64 - 1);
-                    let wlen = (end - base).min(WINDOW);
-                    let map_len = usize::try_from(wlen).unwrap_or(usize::MAX);
-                    let Some(map) = Mapping::new(src, base, map_len) else {
-                        return Err(CopyError::io("mmap source", Errno::NOMEM));
-                    };
-                    while off < base + wlen {
-                        opts.check_cancel()?;
-                        failpoint_copy()?;
-                        let n = (base + wlen - off).min(chunk);
-                        opts.pay(n)?;
-                        let at = usize::try_from(off - base).unwrap_or(usize::MAX);
-                        let len = usize::try_from(n).unwrap_or(usize::MAX);
-                        pwrite_mapped(dst, &map, at, len, off)?;
-                        if tx.send((off, n, gap)).is_err() {
-                            // The checker stopped on an error; join reports it.
-                            return Ok(copied);
-                        }
-                        gap = 0;
-                        copied += n;
-                        progress.add(n);
-                        off += n;
+                    opts.check_cancel()?;
+                    failpoint_copy()?;
+                    let n = (end - off).min(chunk);
+                    opts.pay(n)?;
+                    let len = usize::try_from(n).unwrap_or(usize::MAX);
+                    sendfile_at(dst, src, off, len)?;
+                    if tx.send((off, n, gap)).is_err() {
+                        // The checker stopped on an error; join reports it.
+                        return Ok(copied);
                     }
+                    gap = 0;
+                    copied += n;
+                    progress.add(n);
+                    off += n;
                 }
                 end_of_prev = end;
             }
@@ -1209,7 +1180,7 @@ pub fn copy_into(
             // together establish), and a third pass would only cost CPU.
             let mut rb = blake3::Hasher::new();
             if sparse_seek {
-                copied = copy_mapped(&src, dst, &ranges, opts, &mut progress, &mut rb)?;
+                copied = copy_sendfile(&src, dst, &ranges, opts, &mut progress, &mut rb)?;
                 let data_end = ranges.last().map_or(0, |r| r.1);
                 hash_zeros(&mut rb, size - data_end);
                 readback_hash = Some(rb.finalize());

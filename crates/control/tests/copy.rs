@@ -541,10 +541,10 @@ fn reflink_is_used_on_one_xfs_filesystem() {
 }
 
 #[test]
-fn a_source_truncated_during_the_mapped_copy_fails_cleanly() {
-    // The stream copy writes straight from a mapping of the source. A
-    // client truncating the file part way must make the copy fail with
-    // "source changed" -- never a SIGBUS that would kill the worker.
+fn a_source_truncated_during_the_copy_fails_cleanly() {
+    // The stream copy moves the source's pages with sendfile. A client
+    // truncating the file part way must make the copy fail with "source
+    // changed" -- never a short staging file taken for a good copy.
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     write_file(&src, &pattern(32 * MIB as usize, 12));
