@@ -75,14 +75,10 @@ fn stat_from_snapshot(rec: &ObjectRec) -> libc::stat {
 /// One cached parent-directory descriptor: (namespace, dir_gen, rank,
 /// rel_path, taken at, fd -- `None`: the directory does not exist on that
 /// tier).
-type CachedDir = (
-    usize,
-    u64,
-    u8,
-    OsString,
-    std::time::Instant,
-    Option<std::sync::Arc<OwnedFd>>,
-);
+/// (namespace, dir_gen, tier rank, rel_path, when, value): one entry of a
+/// per-thread directory cache.
+type Cached<V> = (usize, u64, u8, OsString, std::time::Instant, V);
+type CachedDir = Cached<Option<std::sync::Arc<OwnedFd>>>;
 
 /// Bumps the namespace's dir_gen when dropped (see [`Namespace::parent_dir`]).
 struct BumpOnDrop<'a>(&'a Namespace);
@@ -102,13 +98,10 @@ thread_local! {
 }
 const DIR_CACHE_ENTRIES: usize = 8;
 
-/// (namespace, dir_gen, tier rank, rel_path, when, has a default ACL).
-type CachedAcl = (usize, u64, u8, OsString, std::time::Instant, bool);
-
 thread_local! {
     /// Whether a recently used parent directory has a default ACL (the
     /// create mode depends on it), keyed like [`DIR_CACHE`].
-    static DIR_ACL: std::cell::RefCell<Vec<CachedAcl>> = const { std::cell::RefCell::new(Vec::new()) };
+    static DIR_ACL: std::cell::RefCell<Vec<Cached<bool>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 /// Changes made to a tier behind smoothfs's back are seen after this long.
 const DIR_CACHE_TTL: std::time::Duration = std::time::Duration::from_millis(500);
@@ -323,9 +316,32 @@ impl Namespace {
             // The tier root is held open for the life of the mount.
             return Ok(std::sync::Arc::clone(&t.root));
         }
+        // An absent directory is remembered too (a tier that lacks the
+        // parent is asked on every lookup and unlink otherwise); creating a
+        // directory through smoothfs bumps dir_gen, which drops it.
+        let fd = self.thread_cached(&DIR_CACHE, t, rel, || match t.open_dir(rel) {
+            Ok(fd) => Ok(Some(std::sync::Arc::new(fd))),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        })?;
+        fd.ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENOENT))
+    }
+
+    /// The value cached in this thread's `cache` for (`t`, `rel`) when it is
+    /// fresh (same namespace and dir_gen, younger than the TTL), else
+    /// `compute`'s, remembered unless it is an error.
+    fn thread_cached<V: Clone>(
+        &self,
+        cache: &'static std::thread::LocalKey<std::cell::RefCell<Vec<Cached<V>>>>,
+        t: &Tier,
+        rel: &OsStr,
+        compute: impl FnOnce() -> std::io::Result<V>,
+    ) -> std::io::Result<V> {
         let id = self as *const Namespace as usize;
         let g = self.dir_gen.load(Ordering::Acquire);
-        let hit = DIR_CACHE.with(|c| {
+        let hit = cache.with(|c| {
             c.borrow()
                 .iter()
                 .find(|e| {
@@ -337,20 +353,11 @@ impl Namespace {
                 })
                 .map(|e| e.5.clone())
         });
-        match hit {
-            Some(Some(fd)) => return Ok(fd),
-            Some(None) => return Err(std::io::Error::from_raw_os_error(libc::ENOENT)),
-            None => {}
+        if let Some(v) = hit {
+            return Ok(v);
         }
-        // An absent directory is remembered too (a tier that lacks the
-        // parent is asked on every lookup and unlink otherwise); creating a
-        // directory through smoothfs bumps dir_gen, which drops it.
-        let fd = match t.open_dir(rel) {
-            Ok(fd) => Some(std::sync::Arc::new(fd)),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => None,
-            Err(e) => return Err(e),
-        };
-        DIR_CACHE.with(|c| {
+        let v = compute()?;
+        cache.with(|c| {
             let mut c = c.borrow_mut();
             c.retain(|e| e.0 != id || (e.1 == g && !(e.2 == t.rank && e.3 == rel)));
             if c.len() >= DIR_CACHE_ENTRIES {
@@ -362,10 +369,10 @@ impl Namespace {
                 t.rank,
                 rel.to_os_string(),
                 std::time::Instant::now(),
-                fd.clone(),
+                v.clone(),
             ));
         });
-        fd.ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENOENT))
+        Ok(v)
     }
 
     /// Directory paths may name something else now: drop cached parents.
@@ -1166,43 +1173,13 @@ impl Namespace {
     /// removexattr of one through smoothfs bumps dir_gen, a change made
     /// directly on the tier is seen within the cache's TTL.
     fn has_default_acl(&self, t: &Tier, rel: &OsStr, fd: BorrowedFd<'_>) -> bool {
-        let id = self as *const Namespace as usize;
-        let g = self.dir_gen.load(Ordering::Acquire);
-        let hit = DIR_ACL.with(|c| {
-            c.borrow()
-                .iter()
-                .find(|e| {
-                    e.0 == id
-                        && e.1 == g
-                        && e.2 == t.rank
-                        && e.3 == rel
-                        && e.4.elapsed() < DIR_CACHE_TTL
-                })
-                .map(|e| e.5)
-        });
-        if let Some(v) = hit {
-            return v;
-        }
-        let v = matches!(
-            sys::lgetxattr_size(fd, OsStr::new(""), ACL_DEFAULT_C),
-            Ok(n) if n > 0
-        );
-        DIR_ACL.with(|c| {
-            let mut c = c.borrow_mut();
-            c.retain(|e| e.0 != id || (e.1 == g && !(e.2 == t.rank && e.3 == rel)));
-            if c.len() >= DIR_CACHE_ENTRIES {
-                c.remove(0);
-            }
-            c.push((
-                id,
-                g,
-                t.rank,
-                rel.to_os_string(),
-                std::time::Instant::now(),
-                v,
-            ));
-        });
-        v
+        self.thread_cached(&DIR_ACL, t, rel, || {
+            Ok(matches!(
+                sys::lgetxattr_size(fd, OsStr::new(""), ACL_DEFAULT_C),
+                Ok(n) if n > 0
+            ))
+        })
+        .unwrap_or(false)
     }
 
     /// Create an object of any kind: tries tiers in placement order,
