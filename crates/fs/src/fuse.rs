@@ -549,11 +549,17 @@ impl SmoothFs {
     /// Mediated O_DIRECT opens bypass the page cache (S13.4 item 2); a
     /// passthrough open needs nothing: the kernel does direct I/O on the
     /// backing file itself.
+    ///
+    /// Every open is FOPEN_NOFLUSH: close(2) sends no FLUSH round trip.
+    /// The daemon has nothing to do at flush time: POSIX locks are the
+    /// kernel's own (no SETLK support), mediated writes reach the lower
+    /// file before they are acknowledged, and lower descriptors are closed
+    /// at RELEASE (docs/semantics.md "close").
     fn fopen_flags(flags: i32, passthrough: bool) -> FopenFlags {
         if flags & libc::O_DIRECT != 0 && !passthrough {
-            FopenFlags::FOPEN_DIRECT_IO
+            FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH
         } else {
-            FopenFlags::empty()
+            FopenFlags::FOPEN_NOFLUSH
         }
     }
 }
