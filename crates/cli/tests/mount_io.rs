@@ -81,3 +81,73 @@ fn o_direct_round_trip_with_passthrough_off() {
     }
     o_direct_round_trip("passthrough=off");
 }
+
+/// Opens are answered with FOPEN_NOFLUSH (close(2) sends no FLUSH): the
+/// dirty pages of a shared mapping that outlives its descriptor still reach
+/// the lower file when the mapping goes, and bytes written with write(2)
+/// are on the lower file once close(2) returns (docs/semantics.md).
+fn writes_reach_the_lower_without_flush(extra_opts: &str) {
+    use std::os::fd::AsRawFd;
+    let p = TwoTierPool::new("ext4", "ext4", extra_opts);
+    let path = p.mnt("mapped.bin");
+    let len = 16384usize;
+    fs::write(&path, vec![b'.'; len]).unwrap();
+
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    // SAFETY: a new shared mapping of a 16 KiB file opened read-write.
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(map, libc::MAP_FAILED, "mmap ({extra_opts:?})");
+    drop(f);
+    // SAFETY: the mapping is live and `len` bytes long; written after the
+    // descriptor is closed, then unmapped without msync.
+    unsafe {
+        std::ptr::copy_nonoverlapping(b"AFTER-CLOSE".as_ptr(), map.cast::<u8>().add(8192), 11);
+        assert_eq!(libc::munmap(map, len), 0);
+    }
+    let lower = fs::read(p.lower("mapped.bin")).unwrap();
+    assert_eq!(
+        &lower[8192..8203],
+        b"AFTER-CLOSE",
+        "mapped write reached the lower file ({extra_opts:?})"
+    );
+
+    let f = OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(b"WRITTEN", 100).unwrap();
+    drop(f);
+    let lower = fs::read(p.lower("mapped.bin")).unwrap();
+    assert_eq!(
+        &lower[100..107],
+        b"WRITTEN",
+        "write(2) then close(2) ({extra_opts:?})"
+    );
+    assert_eq!(fs::read(&path).unwrap(), lower, "mount and lower agree");
+}
+
+#[test]
+fn writes_reach_the_lower_without_flush_with_default_passthrough() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    writes_reach_the_lower_without_flush("");
+}
+
+#[test]
+fn writes_reach_the_lower_without_flush_with_passthrough_off() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    writes_reach_the_lower_without_flush("passthrough=off");
+}
