@@ -159,30 +159,20 @@ impl EventHub {
     /// subscribers took it.
     pub fn publish(&self, ev: &Event) -> usize {
         let bit = EventId::from_number(ev.id()).map_or(0, EventId::mask_bit);
-        let mut taken = 0;
-        for s in self.subscribers.lock().iter() {
-            if s.mask & bit == 0 {
-                continue;
-            }
-            let mut q = s.queue.lock();
-            if q.events.len() >= EVENT_QUEUE_LEN {
-                q.lost = true;
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            q.events.push_back(ev.clone());
-            drop(q);
-            s.cv.notify_one();
-            taken += 1;
-        }
-        taken
+        self.enqueue(ev, bit, true)
     }
 
     /// A heat event: queued only where it fits, never marking LOSS, so
     /// undelivered deltas stay in the counters (S6.3 item 3). Returns how
     /// many subscribers took it.
     pub fn publish_heat(&self, ev: &Event) -> usize {
-        let bit = EventId::HeatSample.mask_bit();
+        self.enqueue(ev, EventId::HeatSample.mask_bit(), false)
+    }
+
+    /// Queue `ev` for every subscriber whose mask has `bit`. A full queue
+    /// drops it; with `mark_loss` the drop is counted and LOSS marked on
+    /// the next delivered event. Returns how many subscribers took it.
+    fn enqueue(&self, ev: &Event, bit: u64, mark_loss: bool) -> usize {
         let mut taken = 0;
         for s in self.subscribers.lock().iter() {
             if s.mask & bit == 0 {
@@ -190,6 +180,10 @@ impl EventHub {
             }
             let mut q = s.queue.lock();
             if q.events.len() >= EVENT_QUEUE_LEN {
+                if mark_loss {
+                    q.lost = true;
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                }
                 continue;
             }
             q.events.push_back(ev.clone());
@@ -685,21 +679,13 @@ impl Control {
         let value = req.attrs.require_str(Attr::Value)?.trim();
         let read_back = match name {
             "metadata_active_tier_mask" => {
-                let mask = parse_mask(value).ok_or_else(|| {
-                    WireError::invalid(format!(
-                        "{name}: '{value}' is not a hex (0x...) or decimal mask"
-                    ))
-                })?;
+                let mask = mask_arg(name, value)?;
                 let m = self.ns.set_metadata_mask(mask);
                 info!("metadata_active_tier_mask set to 0x{m:x}");
                 format!("0x{m:x}")
             }
             "create_disabled_tier_mask" => {
-                let mask = parse_mask(value).ok_or_else(|| {
-                    WireError::invalid(format!(
-                        "{name}: '{value}' is not a hex (0x...) or decimal mask"
-                    ))
-                })?;
+                let mask = mask_arg(name, value)?;
                 let all = (1u64 << self.ns.tiers.len()) - 1;
                 let m = mask & all;
                 self.ns.create_disabled_mask.store(m, Ordering::Relaxed);
@@ -707,31 +693,17 @@ impl Control {
                 format!("0x{m:x}")
             }
             "write_staging_full_pct" => {
-                let pct = parse_decimal(value)
-                    .filter(|p| (1..=100).contains(p))
-                    .ok_or_else(|| {
-                        WireError::invalid(format!(
-                            "{name}: '{value}' is not an integer in 1..=100"
-                        ))
-                    })?;
+                let pct = decimal_arg(name, value, 1..=100, "is not an integer in 1..=100")?;
                 self.ns.full_pct.store(pct, Ordering::Relaxed);
                 info!("write_staging_full_pct set to {pct}");
                 pct.to_string()
             }
             "scrub_rate" => {
-                let rate = parse_decimal(value).ok_or_else(|| {
-                    WireError::invalid(format!("{name}: '{value}' is not a positive integer"))
-                })?;
+                let rate = decimal_arg(name, value, 0..=u64::MAX, "is not a positive integer")?;
                 self.scrubber.set_rate(rate).map_err(fs_err)?.to_string()
             }
             "passthrough_write_off_pct" => {
-                let pct = parse_decimal(value)
-                    .filter(|p| (1..=100).contains(p))
-                    .ok_or_else(|| {
-                        WireError::invalid(format!(
-                            "{name}: '{value}' is not an integer in 1..=100"
-                        ))
-                    })?;
+                let pct = decimal_arg(name, value, 1..=100, "is not an integer in 1..=100")?;
                 self.ns
                     .moves
                     .passthrough_write_off_pct
@@ -739,20 +711,12 @@ impl Control {
                 pct.to_string()
             }
             "tier_health_interval_ms" => {
-                let v = parse_decimal(value)
-                    .filter(|v| (100..=3_600_000).contains(v))
-                    .ok_or_else(|| {
-                        WireError::invalid(format!("{name}: '{value}' is not in 100..=3600000"))
-                    })?;
+                let v = decimal_arg(name, value, 100..=3_600_000, "is not in 100..=3600000")?;
                 self.health.interval_ms.store(v, Ordering::Relaxed);
                 v.to_string()
             }
             "cutover_drain_timeout_ms" | "cleanup_grace_s" | "quiesce_timeout_ms" => {
-                let v = parse_decimal(value)
-                    .filter(|v| (1..=86_400_000).contains(v))
-                    .ok_or_else(|| {
-                        WireError::invalid(format!("{name}: '{value}' is not a positive integer"))
-                    })?;
+                let v = decimal_arg(name, value, 1..=86_400_000, "is not a positive integer")?;
                 let slot = match name {
                     "cutover_drain_timeout_ms" => &self.ns.moves.cutover_drain_timeout_ms,
                     "cleanup_grace_s" => &self.ns.moves.cleanup_grace_s,
@@ -1146,15 +1110,7 @@ impl Control {
                 )));
             }
         }
-        let items: Vec<StatusItem> = self
-            .scrubber
-            .status_items(&self.ns)
-            .into_iter()
-            .map(|(name, value)| StatusItem { name, value })
-            .collect();
-        let mut m = req.reply();
-        m.put_list(Attr::StatusItems, &items, |w, i| i.encode(w));
-        Ok(m)
+        status_items_reply(req, self.scrubber.status_items(&self.ns))
     }
 
     fn prune_dirs(&self, req: &Request<'_>) -> Reply {
@@ -1170,14 +1126,7 @@ impl Control {
             kept = report.dirs_kept,
             "directories pruned"
         );
-        let items: Vec<StatusItem> = report
-            .status_items()
-            .into_iter()
-            .map(|(name, value)| StatusItem { name, value })
-            .collect();
-        let mut m = req.reply();
-        m.put_list(Attr::StatusItems, &items, |w, i| i.encode(w));
-        Ok(m)
+        status_items_reply(req, report.status_items())
     }
 
     // ---- LIST_OBJECTS (S7.4) ----------------------------------------------
@@ -1379,6 +1328,40 @@ const RW_NOT_BUILT: &[&str] = &[
     "write_staging_enabled",
     "write_staging_drain_active_tier_mask",
 ];
+
+/// A reply carrying `items` (name, value) as its STATUS_ITEMS list.
+fn status_items_reply(req: &Request<'_>, items: Vec<(String, String)>) -> Reply {
+    let items: Vec<StatusItem> = items
+        .into_iter()
+        .map(|(name, value)| StatusItem { name, value })
+        .collect();
+    let mut m = req.reply();
+    m.put_list(Attr::StatusItems, &items, |w, i| i.encode(w));
+    Ok(m)
+}
+
+/// SET_TUNABLE's `value` for `name` as a mask (see [`parse_mask`]), or
+/// EINVAL naming both.
+fn mask_arg(name: &str, value: &str) -> std::result::Result<u64, WireError> {
+    parse_mask(value).ok_or_else(|| {
+        WireError::invalid(format!(
+            "{name}: '{value}' is not a hex (0x...) or decimal mask"
+        ))
+    })
+}
+
+/// SET_TUNABLE's `value` for `name` as a decimal in `range`, or EINVAL
+/// reading "`name`: '`value`' `what`".
+fn decimal_arg(
+    name: &str,
+    value: &str,
+    range: std::ops::RangeInclusive<u64>,
+    what: &str,
+) -> std::result::Result<u64, WireError> {
+    parse_decimal(value)
+        .filter(|v| range.contains(v))
+        .ok_or_else(|| WireError::invalid(format!("{name}: '{value}' {what}")))
+}
 
 fn tier_state(raw: u32) -> TierState {
     TierState::from_wire(u8::try_from(raw).unwrap_or(u8::MAX))
@@ -1866,6 +1849,18 @@ mod tests {
         Ok(attrs(&b).require_str(Attr::Value).unwrap().to_string())
     }
 
+    /// Sets `name` to each `(value, took)` in turn; each must succeed and
+    /// answer `took`, the value as it took effect (clamped or normalised).
+    fn assert_sets(ctl: &Control, name: &str, steps: &[(&str, &str)]) {
+        for &(value, took) in steps {
+            assert_eq!(
+                set(ctl, name, value),
+                Ok(took.to_string()),
+                "{name} = {value}"
+            );
+        }
+    }
+
     #[test]
     fn s20_a4_framing_errors() {
         let f = fixture(2);
@@ -1997,42 +1992,26 @@ mod tests {
     fn s2_2_a1_mask_clamping() {
         let f = fixture(2);
         assert_eq!(status_map(&f.ctl)["metadata_active_tier_mask"], "0x3");
-        assert_eq!(
-            set(&f.ctl, "metadata_active_tier_mask", "0x2"),
-            Ok("0x3".into())
-        );
-        assert_eq!(
-            set(&f.ctl, "metadata_active_tier_mask", "0xff"),
-            Ok("0x3".into())
-        );
-        assert_eq!(
-            set(&f.ctl, "metadata_active_tier_mask", "1"),
-            Ok("0x1".into())
+        assert_sets(
+            &f.ctl,
+            "metadata_active_tier_mask",
+            &[("0x2", "0x3"), ("0xff", "0x3"), ("1", "0x1")],
         );
         assert_eq!(status_map(&f.ctl)["metadata_active_tier_mask"], "0x1");
-        assert_eq!(
-            set(&f.ctl, "metadata_active_tier_mask", "zz"),
-            Err(libc::EINVAL as u32)
-        );
-        assert_eq!(set(&f.ctl, "write_staging_full_pct", "40"), Ok("40".into()));
-        assert_eq!(
-            set(&f.ctl, "write_staging_full_pct", "0"),
-            Err(libc::EINVAL as u32)
-        );
-        assert_eq!(
-            set(&f.ctl, "write_staging_full_pct", "101"),
-            Err(libc::EINVAL as u32)
-        );
-        assert_eq!(set(&f.ctl, "no_such_thing", "1"), Err(libc::EINVAL as u32));
-        assert_eq!(
-            set(&f.ctl, "spill_creates_total", "1"),
-            Err(libc::EPERM as u32)
-        );
-        assert_eq!(set(&f.ctl, "scrub_rate", "1"), Ok("1".to_string()));
-        assert_eq!(
-            set(&f.ctl, "heat_interval_ms", "1000"),
-            Err(libc::ENOSYS as u32)
-        );
+        // In this order: the value read back, or the errno.
+        for (name, value, want) in [
+            ("metadata_active_tier_mask", "zz", Err(libc::EINVAL)),
+            ("write_staging_full_pct", "40", Ok("40")),
+            ("write_staging_full_pct", "0", Err(libc::EINVAL)),
+            ("write_staging_full_pct", "101", Err(libc::EINVAL)),
+            ("no_such_thing", "1", Err(libc::EINVAL)),
+            ("spill_creates_total", "1", Err(libc::EPERM)),
+            ("scrub_rate", "1", Ok("1")),
+            ("heat_interval_ms", "1000", Err(libc::ENOSYS)),
+        ] {
+            let want = want.map(str::to_string).map_err(|e| e as u32);
+            assert_eq!(set(&f.ctl, name, value), want, "{name} = {value}");
+        }
     }
 
     #[test]
@@ -2233,6 +2212,21 @@ mod tests {
         b
     }
 
+    /// An accepted (unforced) MOVE_PLAN of `oid` to `dest` under `seq`;
+    /// returns the staging path it hands out.
+    fn planned(f: &Fixture, oid: &Oid, dest: u8, seq: u64) -> PathBuf {
+        let (e, b) = plan(f, oid, dest, seq, false);
+        assert_eq!(e, 0);
+        PathBuf::from(attrs(&b).require_path(Attr::StagingPath).unwrap())
+    }
+
+    /// The object's WRITE_SEQ as INSPECT reports it.
+    fn write_seq(f: &Fixture, oid: &Oid) -> u64 {
+        attrs(&inspect_of(f, oid))
+            .require_u64(Attr::WriteSeq)
+            .unwrap()
+    }
+
     /// What the worker does between MOVE_PLAN and MOVE_CUTOVER: copy the
     /// bytes and every xattr (identity included) into the staging path.
     fn stage_copy(src: &Path, staging: &Path) {
@@ -2333,9 +2327,7 @@ mod tests {
         let f = fixture(2);
         let oid = mkfile(&f, "deep/tree/object.txt", b"nested bytes");
         let ino_before = oid.ino();
-        let (e, b) = plan(&f, &oid, 1, 10, false);
-        assert_eq!(e, 0);
-        let staging = PathBuf::from(attrs(&b).require_path(Attr::StagingPath).unwrap());
+        let staging = planned(&f, &oid, 1, 10);
         // No staging yet: ENOENT, back to placed on the source.
         let (e, _) = cutover(&f, &oid, 10, None);
         assert_eq!(e, libc::ENOENT as u32);
@@ -2345,9 +2337,7 @@ mod tests {
                 .unwrap(),
             0
         );
-        let (e, b) = plan(&f, &oid, 1, 11, false);
-        assert_eq!(e, 0);
-        let staging2 = PathBuf::from(attrs(&b).require_path(Attr::StagingPath).unwrap());
+        let staging2 = planned(&f, &oid, 1, 11);
         assert_ne!(staging, staging2);
         let src = f.tiers[0].join("deep/tree/object.txt");
         stage_copy(&src, &staging2);
@@ -2356,9 +2346,7 @@ mod tests {
             libc::ESTALE as u32,
             "wrong seq"
         );
-        let ws = attrs(&inspect_of(&f, &oid))
-            .require_u64(Attr::WriteSeq)
-            .unwrap();
+        let ws = write_seq(&f, &oid);
         let (e, b) = cutover(&f, &oid, 11, Some(ws));
         assert_eq!(e, 0, "{:?}", attrs(&b).get_str(Attr::ErrorMsg));
         let a = attrs(&b);
@@ -2401,9 +2389,7 @@ mod tests {
         // Idempotent for the same seq.
         assert_eq!(simple(&f, Command::MoveCleanup, &oid, 11).0, 0);
         // S9.4 A2: and back again within the same mount.
-        let (e, b) = plan(&f, &oid, 0, 12, false);
-        assert_eq!(e, 0);
-        let st = PathBuf::from(attrs(&b).require_path(Attr::StagingPath).unwrap());
+        let st = planned(&f, &oid, 0, 12);
         stage_copy(&dest, &st);
         assert_eq!(cutover(&f, &oid, 12, None).0, 0);
         assert_eq!(simple(&f, Command::MoveCleanup, &oid, 12).0, 0);
@@ -2418,12 +2404,8 @@ mod tests {
     fn s11_a4_write_seq_guard_fails_the_move_and_removes_staging() {
         let f = fixture(2);
         let oid = mkfile(&f, "w.txt", b"v1");
-        let ws = attrs(&inspect_of(&f, &oid))
-            .require_u64(Attr::WriteSeq)
-            .unwrap();
-        let (e, b) = plan(&f, &oid, 1, 20, false);
-        assert_eq!(e, 0);
-        let staging = PathBuf::from(attrs(&b).require_path(Attr::StagingPath).unwrap());
+        let ws = write_seq(&f, &oid);
+        let staging = planned(&f, &oid, 1, 20);
         stage_copy(&f.tiers[0].join("w.txt"), &staging);
         // A data-changing operation lands between copy and cutover.
         f.ctl.ns.live.get(oid.ino()).unwrap().wrote();
@@ -2434,12 +2416,8 @@ mod tests {
         assert!(!staging.exists());
         assert!(!f.tiers[1].join("w.txt").exists());
         // The next attempt with the new write_seq succeeds.
-        let ws = attrs(&inspect_of(&f, &oid))
-            .require_u64(Attr::WriteSeq)
-            .unwrap();
-        let (e, b) = plan(&f, &oid, 1, 21, false);
-        assert_eq!(e, 0);
-        let staging = PathBuf::from(attrs(&b).require_path(Attr::StagingPath).unwrap());
+        let ws = write_seq(&f, &oid);
+        let staging = planned(&f, &oid, 1, 21);
         stage_copy(&f.tiers[0].join("w.txt"), &staging);
         assert_eq!(cutover(&f, &oid, 21, Some(ws)).0, 0);
     }
@@ -2448,9 +2426,7 @@ mod tests {
     fn s11_gate_12_foreign_oid_and_quarantine() {
         let f = fixture(2);
         let oid = mkfile(&f, "q.txt", b"mine");
-        let (e, b) = plan(&f, &oid, 1, 30, false);
-        assert_eq!(e, 0);
-        let staging = PathBuf::from(attrs(&b).require_path(Attr::StagingPath).unwrap());
+        let staging = planned(&f, &oid, 1, 30);
         stage_copy(&f.tiers[0].join("q.txt"), &staging);
         // A stranger's file sits at the destination path: quarantined.
         std::fs::write(f.tiers[1].join("q.txt"), b"stranger").unwrap();
@@ -2462,9 +2438,7 @@ mod tests {
         assert_eq!(q.len(), 1);
         assert_eq!(simple(&f, Command::MoveCleanup, &oid, 30).0, 0);
         // A staging file carrying another OID: EINVAL, back to placed.
-        let (e, b) = plan(&f, &oid, 0, 31, false);
-        assert_eq!(e, 0);
-        let staging = PathBuf::from(attrs(&b).require_path(Attr::StagingPath).unwrap());
+        let staging = planned(&f, &oid, 0, 31);
         stage_copy(&f.tiers[1].join("q.txt"), &staging);
         let sd = std::fs::File::open(staging.parent().unwrap()).unwrap();
         sys::lsetxattr(
@@ -2587,16 +2561,13 @@ mod tests {
         assert!(!f.tiers[1].join("a").exists());
     }
 
-    #[test]
-    fn list_objects_big_pages_fit_one_message() {
-        let f = fixture(1);
-        for i in 0..1500 {
-            mkfile(&f, &format!("f{i}"), b"");
-        }
-        let (mut seen, mut cursor) = (0, None::<Vec<u8>>);
+    /// Every LIST_OBJECTS page of at most `limit` objects, following the
+    /// cursor from the start to the end.
+    fn list_pages(f: &Fixture, seq: u32, limit: u32) -> Vec<Vec<ObjectEntry>> {
+        let (mut pages, mut cursor) = (Vec::new(), None::<Vec<u8>>);
         loop {
-            let m = with_pool(Command::ListObjects, 14, |a| {
-                a.put_u32(Attr::Limit, 10_000);
+            let m = with_pool(Command::ListObjects, seq, |a| {
+                a.put_u32(Attr::Limit, limit);
                 if let Some(c) = &cursor {
                     a.put_bytes(Attr::Cursor, c);
                 }
@@ -2604,31 +2575,31 @@ mod tests {
             let (e, _, b) = call(&f.ctl, &m, 0);
             assert_eq!(e, 0, "{:?}", attrs(&b).get_str(Attr::ErrorMsg));
             let a = attrs(&b);
-            seen += decode_list(&a, Attr::Objects, ObjectEntry::decode)
-                .unwrap()
-                .len();
+            pages.push(decode_list(&a, Attr::Objects, ObjectEntry::decode).unwrap());
             match a.get_bytes(Attr::Cursor) {
                 Some(c) => cursor = Some(c.to_vec()),
-                None => break,
+                None => return pages,
             }
         }
+    }
+
+    #[test]
+    fn list_objects_big_pages_fit_one_message() {
+        let f = fixture(1);
+        for i in 0..1500 {
+            mkfile(&f, &format!("f{i}"), b"");
+        }
+        let seen: usize = list_pages(&f, 14, 10_000).iter().map(Vec::len).sum();
         assert_eq!(seen, 1500);
     }
 
     #[test]
     fn create_disabled_tier_mask_steers_creates() {
         let f = fixture(2);
-        assert_eq!(
-            set(&f.ctl, "create_disabled_tier_mask", "0x1"),
-            Ok("0x1".into())
-        );
-        assert_eq!(
-            set(&f.ctl, "create_disabled_tier_mask", "0xff"),
-            Ok("0x3".into())
-        );
-        assert_eq!(
-            set(&f.ctl, "create_disabled_tier_mask", "1"),
-            Ok("0x1".into())
+        assert_sets(
+            &f.ctl,
+            "create_disabled_tier_mask",
+            &[("0x1", "0x1"), ("0xff", "0x3"), ("1", "0x1")],
         );
         mkfile(&f, "steered.txt", b"x");
         assert!(f.tiers[1].join("steered.txt").exists());
@@ -2650,29 +2621,12 @@ mod tests {
             want.insert(mkfile(&f, &format!("d/f{i}"), b"x").0);
         }
         let mut got = std::collections::BTreeSet::new();
-        let mut cursor: Option<Vec<u8>> = None;
-        let mut pages = 0;
-        loop {
-            let m = with_pool(Command::ListObjects, 11, |a| {
-                a.put_u32(Attr::Limit, 10);
-                if let Some(c) = &cursor {
-                    a.put_bytes(Attr::Cursor, c);
-                }
-            });
-            let (e, _, b) = call(&f.ctl, &m, 0);
-            assert_eq!(e, 0);
-            let a = attrs(&b);
-            for o in decode_list(&a, Attr::Objects, ObjectEntry::decode).unwrap() {
-                assert!(got.insert(o.oid), "listed twice");
-                assert!(o.rel_path.starts_with("d/"));
-            }
-            pages += 1;
-            match a.get_bytes(Attr::Cursor) {
-                Some(c) => cursor = Some(c.to_vec()),
-                None => break,
-            }
+        let pages = list_pages(&f, 11, 10);
+        for o in pages.iter().flatten() {
+            assert!(got.insert(o.oid), "listed twice");
+            assert!(o.rel_path.starts_with("d/"));
         }
         assert_eq!(got, want);
-        assert_eq!(pages, 3);
+        assert_eq!(pages.len(), 3);
     }
 }
