@@ -314,6 +314,21 @@ macro_rules! tx {
     };
 }
 
+/// Writes the overlay map `$map` into the open table `$t`: a `Some` value
+/// is inserted (`$key` and `$value` make the table's key and value of the
+/// map's), a `None` removes the key. Errors read "write `$what`" or
+/// "remove `$what`".
+macro_rules! write_entries {
+    ($t:ident, $map:expr, |$k:ident| $key:expr, |$v:ident| $value:expr, $what:literal) => {
+        for ($k, v) in $map {
+            match v {
+                Some($v) => tx!($t.insert($key, $value), concat!("write ", $what)),
+                None => tx!($t.remove($key), concat!("remove ", $what)),
+            };
+        }
+    };
+}
+
 /// Looks `$key` up in the active overlay, then the frozen one, then the
 /// database table `$def`, yielding `Option<V>`.
 macro_rules! layered {
@@ -927,43 +942,47 @@ impl Index {
     /// Applies one record (and for PLACED the caller's attribute snapshot)
     /// to the in-memory overlay; it reaches the database at the next flush.
     pub fn apply(&self, rec: &Record, attrs: Option<&AttrSnapshot>) -> Result<()> {
-        let spill = {
-            let mut st = self.state.lock();
-            let st = &mut *st;
-            let mut t = Tx {
-                db: &self.db,
-                ov: &mut st.active,
-                frozen: st.frozen.as_deref(),
-            };
-            t.apply(rec, unix_now(), attrs)?;
-            st.active.len() >= OVERLAY_SPILL_ENTRIES
-        };
-        if spill {
-            self.flush(None)?;
-        }
-        Ok(())
+        self.apply_one(rec, unix_now, attrs)
     }
 
     /// Applies many records in order (replay).
     pub fn apply_batch<'a>(&self, recs: impl IntoIterator<Item = &'a Record>) -> Result<()> {
         let now = unix_now();
         for rec in recs {
-            let spill = {
-                let mut st = self.state.lock();
-                let st = &mut *st;
-                let mut t = Tx {
-                    db: &self.db,
-                    ov: &mut st.active,
-                    frozen: st.frozen.as_deref(),
-                };
-                t.apply(rec, now, None)?;
-                st.active.len() >= OVERLAY_SPILL_ENTRIES
-            };
-            if spill {
-                self.flush(None)?;
-            }
+            self.apply_one(rec, || now, None)?;
         }
         Ok(())
+    }
+
+    /// Applies one record at `now()` (read under the state lock), then
+    /// flushes (non-durably) once the active overlay holds
+    /// `OVERLAY_SPILL_ENTRIES`.
+    fn apply_one(
+        &self,
+        rec: &Record,
+        now: impl FnOnce() -> u64,
+        attrs: Option<&AttrSnapshot>,
+    ) -> Result<()> {
+        let spill = self.with_tx(|t| {
+            t.apply(rec, now(), attrs)?;
+            Ok(t.ov.len() >= OVERLAY_SPILL_ENTRIES)
+        })?;
+        if spill {
+            self.flush(None)?;
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on a [`Tx`] over the active and frozen overlays, under the
+    /// state lock.
+    fn with_tx<T>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<T>) -> Result<T> {
+        let mut st = self.state.lock();
+        let st = &mut *st;
+        f(&mut Tx {
+            db: &self.db,
+            ov: &mut st.active,
+            frozen: st.frozen.as_deref(),
+        })
     }
 
     /// Durably commits everything applied so far as reflecting the journal
@@ -1021,61 +1040,27 @@ impl Index {
         tx!(txn.set_durability(durability), "durability");
         {
             let mut t = tx!(txn.open_table(OBJECTS), "open objects");
-            for (k, v) in &ov.objects {
-                match v {
-                    Some(rec) => tx!(t.insert(*k, rec.encode().as_slice()), "write object"),
-                    None => tx!(t.remove(*k), "remove object"),
-                };
-            }
+            write_entries!(
+                t,
+                &ov.objects,
+                |k| *k,
+                |rec| rec.encode().as_slice(),
+                "object"
+            );
             let mut t = tx!(txn.open_table(BY_INO), "open by_ino");
-            for (k, v) in &ov.by_ino {
-                match v {
-                    Some(o) => tx!(t.insert(*k, *o), "write ino"),
-                    None => tx!(t.remove(*k), "remove ino"),
-                };
-            }
+            write_entries!(t, &ov.by_ino, |k| *k, |o| *o, "ino");
             let mut t = tx!(txn.open_table(BY_PATH), "open by_path");
-            for (k, v) in &ov.by_path {
-                match v {
-                    Some(o) => tx!(t.insert(k.as_slice(), *o), "write path"),
-                    None => tx!(t.remove(k.as_slice()), "remove path"),
-                };
-            }
+            write_entries!(t, &ov.by_path, |k| k.as_slice(), |o| *o, "path");
             let mut t = tx!(txn.open_table(BY_LOWER), "open by_lower");
-            for (k, v) in &ov.by_lower {
-                match v {
-                    Some(o) => tx!(t.insert(*k, *o), "write lower"),
-                    None => tx!(t.remove(*k), "remove lower"),
-                };
-            }
+            write_entries!(t, &ov.by_lower, |k| *k, |o| *o, "lower");
             let mut tombs = tx!(txn.open_table(TOMBSTONES), "open tombstones");
-            for (k, v) in &ov.tombstones {
-                match v {
-                    Some(o) => tx!(tombs.insert(*k, *o), "write tombstone"),
-                    None => tx!(tombs.remove(*k), "remove tombstone"),
-                };
-            }
+            write_entries!(tombs, &ov.tombstones, |k| *k, |o| *o, "tombstone");
             let mut expiry = tx!(txn.open_table(TOMB_EXPIRY), "open tombstone_expiry");
-            for (k, v) in &ov.tomb_expiry {
-                match v {
-                    Some(()) => tx!(expiry.insert(*k, ()), "write tombstone expiry"),
-                    None => tx!(expiry.remove(*k), "remove tombstone expiry"),
-                };
-            }
+            write_entries!(expiry, &ov.tomb_expiry, |k| *k, |o| *o, "tombstone expiry");
             let mut t = tx!(txn.open_table(MOVING), "open moving");
-            for (k, v) in &ov.moving {
-                match v {
-                    Some(o) => tx!(t.insert(*k, *o), "write moving"),
-                    None => tx!(t.remove(*k), "remove moving"),
-                };
-            }
+            write_entries!(t, &ov.moving, |k| *k, |o| *o, "moving");
             let mut t = tx!(txn.open_table(STAGED), "open staged");
-            for (k, v) in &ov.staged {
-                match v {
-                    Some(o) => tx!(t.insert(*k, *o), "write staged"),
-                    None => tx!(t.remove(*k), "remove staged"),
-                };
-            }
+            write_entries!(t, &ov.staged, |k| *k, |o| *o, "staged");
             if let Some(seq) = checkpoint {
                 let mut meta = tx!(txn.open_table(META), "open meta");
                 tx!(
@@ -1302,22 +1287,17 @@ impl Index {
     /// Refreshes the attribute snapshot (not journaled; persisted at the
     /// next checkpoint).
     pub fn set_attrs(&self, oid: &Oid, attrs: &AttrSnapshot) -> Result<()> {
-        let mut st = self.state.lock();
-        let st = &mut *st;
-        let mut t = Tx {
-            db: &self.db,
-            ov: &mut st.active,
-            frozen: st.frozen.as_deref(),
-        };
-        // Unchanged attributes (a release after reads) write nothing: the
-        // overlay, and the next flush, stay small.
-        if let Some(mut rec) = t.get(oid)?
-            && rec.attrs != *attrs
-        {
-            rec.attrs = *attrs;
-            t.put(&rec)?;
-        }
-        Ok(())
+        self.with_tx(|t| {
+            // Unchanged attributes (a release after reads) write nothing:
+            // the overlay, and the next flush, stay small.
+            if let Some(mut rec) = t.get(oid)?
+                && rec.attrs != *attrs
+            {
+                rec.attrs = *attrs;
+                t.put(&rec)?;
+            }
+            Ok(())
+        })
     }
 
     /// The scrub's resume point (S4.6), opaque to the index.
