@@ -1149,13 +1149,7 @@ impl Store {
             if path.is_empty() {
                 // The stored backing_ref must do; checked below, together
                 // with ranks that have a row but no path.
-                let known: bool = tx.query_row(
-                    "SELECT EXISTS (SELECT 1 FROM tier_targets \
-                     WHERE placement_domain = ?1 AND rank = ?2)",
-                    params![ns.placement_domain, t.rank],
-                    |r| r.get(0),
-                )?;
-                if !known {
+                if !tier_row_exists(&tx, &ns.placement_domain, t.rank)? {
                     return Err(fail(format!(
                         "tier rank {} has no lower directory: no tier_targets row \
                          and MOUNT_READY gave no TIER_PATH",
@@ -1169,13 +1163,7 @@ impl Store {
                  WHERE placement_domain = ?1 AND rank = ?2 AND backing_ref != ?3",
                 params![ns.placement_domain, t.rank, path],
             )?;
-            let exists: bool = tx.query_row(
-                "SELECT EXISTS (SELECT 1 FROM tier_targets \
-                 WHERE placement_domain = ?1 AND rank = ?2)",
-                params![ns.placement_domain, t.rank],
-                |r| r.get(0),
-            )?;
-            if !exists {
+            if !tier_row_exists(&tx, &ns.placement_domain, t.rank)? {
                 tx.execute(
                     "INSERT INTO tier_targets \
                      (id, name, placement_domain, backend_kind, rank, backing_ref) \
@@ -1563,6 +1551,21 @@ impl Store {
         Ok(max.unwrap_or(0).max(0) as u64 + 1)
     }
 
+    /// Opens the transaction of a move step at `now` for `oid`, if the
+    /// row's state allows `t`.
+    fn begin_step(&mut self, oid: &[u8; 16], t: Transition, now: Timestamp) -> Result<Step<'_>> {
+        let now = now.to_rfc3339();
+        let tx = self.conn.transaction()?;
+        let (from, namespace) = check_transition(&tx, oid, t)?;
+        Ok(Step {
+            tx,
+            from,
+            namespace,
+            hex: oid_hex(oid),
+            now,
+        })
+    }
+
     /// One step of a move (S9.3/1–2): updates the row and appends exactly
     /// one log row in one transaction. `plan_accepted` also stores the
     /// seq, the intended tier and W4's path and clears the deferred
@@ -1576,10 +1579,8 @@ impl Store {
         detail: &str,
         now: Timestamp,
     ) -> Result<i64> {
-        let now_s = now.to_rfc3339();
-        let tx = self.conn.transaction()?;
-        let (from, namespace) = check_transition(&tx, oid, Transition::Step(state))?;
-        let hex = oid_hex(oid);
+        let step = self.begin_step(oid, Transition::Step(state), now)?;
+        let (tx, hex, now_s) = (&step.tx, &step.hex, &step.now);
         match state {
             MovementState::PlanAccepted => {
                 tx.execute(
@@ -1617,8 +1618,8 @@ impl Store {
         } else {
             payload(&[("detail", detail)])
         };
-        let id = append_log(&tx, &hex, &namespace, mv, Some(from), state, &body, &now_s)?;
-        tx.commit()?;
+        let id = step.log(mv, state, &body)?;
+        step.tx.commit()?;
         Ok(id)
     }
 
@@ -1633,35 +1634,22 @@ impl Store {
         policy: &PolicyConfig,
         now: Timestamp,
     ) -> Result<FailureSchedule> {
-        let now_s = now.to_rfc3339();
-        let tx = self.conn.transaction()?;
-        let (from, namespace) = check_transition(&tx, oid, Transition::Fail)?;
-        let hex = oid_hex(oid);
-        let attempts: i64 = tx.query_row(
+        let step = self.begin_step(oid, Transition::Fail, now)?;
+        let attempts: i64 = step.tx.query_row(
             "SELECT attempts FROM smoothfs_objects WHERE object_id = ?1",
-            [&hex],
+            [&step.hex],
             |r| r.get(0),
         )?;
         let attempts = u32::try_from(attempts.max(0) + 1).unwrap_or(u32::MAX);
         let next = now.add_secs(policy.retry_delay_secs(attempts));
-        tx.execute(
+        step.tx.execute(
             "UPDATE smoothfs_objects SET movement_state = 'failed', intended_tier_id = NULL, \
              failure_reason = ?2, attempts = ?3, next_attempt_at = ?4, updated_at = ?5 \
              WHERE object_id = ?1",
-            params![hex, reason, attempts, next.to_rfc3339(), now_s],
+            params![step.hex, reason, attempts, next.to_rfc3339(), step.now],
         )?;
-        let body = payload(&[("reason", reason)]);
-        let log_id = append_log(
-            &tx,
-            &hex,
-            &namespace,
-            mv,
-            Some(from),
-            MovementState::Failed,
-            &body,
-            &now_s,
-        )?;
-        tx.commit()?;
+        let log_id = step.log(mv, MovementState::Failed, &payload(&[("reason", reason)]))?;
+        step.tx.commit()?;
         Ok(FailureSchedule {
             attempts,
             next_attempt_at: next,
@@ -1683,23 +1671,21 @@ impl Store {
         busy_retry_secs: u64,
         now: Timestamp,
     ) -> Result<Deferral> {
-        let now_s = now.to_rfc3339();
-        let tx = self.conn.transaction()?;
-        let (from, namespace) = check_transition(&tx, oid, Transition::Defer)?;
-        let hex = oid_hex(oid);
+        let step = self.begin_step(oid, Transition::Defer, now)?;
         let next = now.add_secs(busy_retry_secs);
-        tx.execute(
+        step.tx.execute(
             "UPDATE smoothfs_objects SET movement_state = 'placed', intended_tier_id = NULL, \
              deferred_reason = ?2, next_attempt_at = ?3, updated_at = ?4 WHERE object_id = ?1",
-            params![hex, reason, next.to_rfc3339(), now_s],
+            params![step.hex, reason, next.to_rfc3339(), step.now],
         )?;
-        let log = if from == MovementState::Placed {
-            let last: Option<String> = tx
+        let log = if step.from == MovementState::Placed {
+            let last: Option<String> = step
+                .tx
                 .query_row(
                     "SELECT written_at FROM smoothfs_movement_log \
                      WHERE object_id = ?1 AND from_state = 'placed' AND to_state = 'placed' \
                      ORDER BY id DESC LIMIT 1",
-                    [&hex],
+                    [&step.hex],
                     |r| r.get(0),
                 )
                 .optional()?;
@@ -1713,20 +1699,11 @@ impl Store {
         };
         let log_id = if log {
             let body = payload(&[("deferred", reason)]);
-            Some(append_log(
-                &tx,
-                &hex,
-                &namespace,
-                mv,
-                Some(from),
-                MovementState::Placed,
-                &body,
-                &now_s,
-            )?)
+            Some(step.log(mv, MovementState::Placed, &body)?)
         } else {
             None
         };
-        tx.commit()?;
+        step.tx.commit()?;
         Ok(Deferral {
             next_attempt_at: next,
             log_id,
@@ -1744,32 +1721,19 @@ impl Store {
         retry_after_secs: u64,
         now: Timestamp,
     ) -> Result<i64> {
-        let now_s = now.to_rfc3339();
-        let tx = self.conn.transaction()?;
-        let (from, namespace) = check_transition(&tx, oid, Transition::Abort)?;
-        let hex = oid_hex(oid);
-        tx.execute(
+        let step = self.begin_step(oid, Transition::Abort, now)?;
+        step.tx.execute(
             "UPDATE smoothfs_objects SET movement_state = 'placed', intended_tier_id = NULL, \
              failure_reason = ?2, next_attempt_at = ?3, updated_at = ?4 WHERE object_id = ?1",
             params![
-                hex,
+                step.hex,
                 reason,
                 now.add_secs(retry_after_secs).to_rfc3339(),
-                now_s
+                step.now
             ],
         )?;
-        let body = payload(&[("reason", reason)]);
-        let id = append_log(
-            &tx,
-            &hex,
-            &namespace,
-            mv,
-            Some(from),
-            MovementState::Failed,
-            &body,
-            &now_s,
-        )?;
-        tx.commit()?;
+        let id = step.log(mv, MovementState::Failed, &payload(&[("reason", reason)]))?;
+        step.tx.commit()?;
         Ok(id)
     }
 
@@ -1783,18 +1747,16 @@ impl Store {
         mv: &MoveRef<'_>,
         now: Timestamp,
     ) -> Result<()> {
-        let now_s = now.to_rfc3339();
-        let tx = self.conn.transaction()?;
-        check_transition(&tx, oid, Transition::Finalise)?;
-        tx.execute(
+        let step = self.begin_step(oid, Transition::Finalise, now)?;
+        step.tx.execute(
             "UPDATE smoothfs_objects SET movement_state = 'placed', current_tier_id = ?2, \
              intended_tier_id = NULL, last_movement_at = ?3, \
              last_committed_cutover_gen = last_committed_cutover_gen + 1, \
              failure_reason = '', deferred_reason = '', attempts = 0, next_attempt_at = NULL, \
              updated_at = ?3 WHERE object_id = ?1",
-            params![oid_hex(oid), mv.dest_tier_id, now_s],
+            params![step.hex, mv.dest_tier_id, step.now],
         )?;
-        tx.commit()?;
+        step.tx.commit()?;
         Ok(())
     }
 
@@ -1831,42 +1793,39 @@ impl Store {
             dest_tier_id: &intended,
             rel_path: "",
         };
-        let (to, reason) = match action {
-            Recovery::RolledBack { reason } => {
-                tx.execute(
-                    "UPDATE smoothfs_objects SET movement_state = 'placed', \
-                     intended_tier_id = NULL, failure_reason = ?2, updated_at = ?3 \
-                     WHERE object_id = ?1",
-                    params![hex, reason, now_s],
-                )?;
-                (MovementState::Placed, reason)
-            }
+        // ?1 the OID, ?2 the reason, ?3 now.
+        let (update, to, reason) = match action {
+            Recovery::RolledBack { reason } => (
+                "UPDATE smoothfs_objects SET movement_state = 'placed', \
+                 intended_tier_id = NULL, failure_reason = ?2, updated_at = ?3 \
+                 WHERE object_id = ?1",
+                MovementState::Placed,
+                reason,
+            ),
             Recovery::Forwarded { reason } => {
                 if row.intended_tier_id.is_none() {
                     return Err(StoreError::Corrupt(format!(
                         "object {hex}: cannot forward a row without an intended tier"
                     )));
                 }
-                tx.execute(
+                (
                     "UPDATE smoothfs_objects SET movement_state = 'placed', \
                      current_tier_id = intended_tier_id, intended_tier_id = NULL, \
                      last_movement_at = ?3, \
                      last_committed_cutover_gen = last_committed_cutover_gen + 1, \
                      failure_reason = ?2, attempts = 0, next_attempt_at = NULL, updated_at = ?3 \
                      WHERE object_id = ?1",
-                    params![hex, reason, now_s],
-                )?;
-                (MovementState::Placed, reason)
+                    MovementState::Placed,
+                    reason,
+                )
             }
-            Recovery::Gone { reason } => {
-                tx.execute(
-                    "UPDATE smoothfs_objects SET movement_state = 'stale', \
-                     intended_tier_id = NULL, failure_reason = ?2, updated_at = ?3 \
-                     WHERE object_id = ?1",
-                    params![hex, reason, now_s],
-                )?;
-                (MovementState::Stale, reason)
-            }
+            Recovery::Gone { reason } => (
+                "UPDATE smoothfs_objects SET movement_state = 'stale', \
+                 intended_tier_id = NULL, failure_reason = ?2, updated_at = ?3 \
+                 WHERE object_id = ?1",
+                MovementState::Stale,
+                reason,
+            ),
             Recovery::FailedOn { tier_id } => {
                 tx.execute(
                     "UPDATE smoothfs_objects SET current_tier_id = ?2, updated_at = ?3 \
@@ -1877,6 +1836,7 @@ impl Store {
                 return Ok(());
             }
         };
+        tx.execute(update, params![hex, reason, now_s])?;
         let body = payload(&[("recovered", reason)]);
         append_log(
             &tx,
@@ -2279,6 +2239,45 @@ fn insert_object_tx(tx: &Transaction<'_>, o: &NewObject, now: &str) -> Result<bo
         o.rel_path
     ])?;
     Ok(n > 0)
+}
+
+/// Whether the placement domain has a `tier_targets` row for `rank`.
+fn tier_row_exists(tx: &Transaction<'_>, domain: &str, rank: u8) -> Result<bool> {
+    Ok(tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM tier_targets \
+         WHERE placement_domain = ?1 AND rank = ?2)",
+        params![domain, rank],
+        |r| r.get(0),
+    )?)
+}
+
+/// One move step's transaction, begun by [`Store::begin_step`] once the
+/// row's state allowed the transition.
+struct Step<'c> {
+    tx: Transaction<'c>,
+    /// The row's state before the step.
+    from: MovementState,
+    namespace: String,
+    /// The OID as stored.
+    hex: String,
+    /// The step's time as stored.
+    now: String,
+}
+
+impl Step<'_> {
+    /// Appends the step's one log row, `from` → `to`, with `payload_json`.
+    fn log(&self, mv: &MoveRef<'_>, to: MovementState, payload_json: &str) -> Result<i64> {
+        append_log(
+            &self.tx,
+            &self.hex,
+            &self.namespace,
+            mv,
+            Some(self.from),
+            to,
+            payload_json,
+            &self.now,
+        )
+    }
 }
 
 /// The row's state and namespace, if `t` is allowed from that state.
