@@ -53,6 +53,25 @@ fn new_pool(store: &mut Store) -> PoolRecord {
         .unwrap()
 }
 
+/// An in-memory store with the test pool registered.
+fn store_with_pool() -> (Store, PoolRecord) {
+    let mut store = Store::open_in_memory().unwrap();
+    let pool = new_pool(&mut store);
+    (store, pool)
+}
+
+/// [`store_with_pool`] with object 1 on tier 0.
+fn store_with_object() -> (Store, PoolRecord) {
+    let (mut store, pool) = store_with_pool();
+    add_object(&mut store, &pool, 1, 0);
+    (store, pool)
+}
+
+/// Object `n`'s row, which must exist.
+fn object_row(store: &Store, n: u32) -> smoothfs_control::store::ObjectRow {
+    store.object(&oid(n)).unwrap().unwrap()
+}
+
 fn entry(n: u32, tier: u8, size: u64) -> ObjectEntry {
     ObjectEntry {
         oid: oid(n),
@@ -442,8 +461,7 @@ fn concurrent_registration_is_race_free() {
 /// S7.4/A1.
 #[test]
 fn inventory_creates_unsampled_rows() {
-    let mut store = Store::open_in_memory().unwrap();
-    let pool = new_pool(&mut store);
+    let (mut store, pool) = store_with_pool();
     let entries: Vec<ObjectEntry> = (0..100).map(|n| entry(n, (n % 2) as u8, 4096)).collect();
     let stats = store.sync_inventory_page(&pool, &entries, t0()).unwrap();
     assert_eq!(stats.created, 100);
@@ -463,8 +481,7 @@ fn inventory_creates_unsampled_rows() {
 
 #[test]
 fn inventory_refreshes_placed_rows_and_leaves_moves_alone() {
-    let mut store = Store::open_in_memory().unwrap();
-    let pool = new_pool(&mut store);
+    let (mut store, pool) = store_with_pool();
     let policy = PolicyConfig::default();
     let entries: Vec<ObjectEntry> = (1..=4).map(|n| entry(n, 0, 100)).collect();
     store.sync_inventory_page(&pool, &entries, t0()).unwrap();
@@ -509,18 +526,18 @@ fn inventory_refreshes_placed_rows_and_leaves_moves_alone() {
         ),
         (2, 1, 1, 1, 1)
     );
-    let r1 = store.object(&oid(1)).unwrap().unwrap();
+    let r1 = object_row(&store, 1);
     assert_eq!(
         (r1.rel_path.as_str(), r1.current_tier_id.as_str()),
         ("renamed", pool.tiers[1].id.as_str())
     );
-    let r2 = store.object(&oid(2)).unwrap().unwrap();
+    let r2 = object_row(&store, 2);
     assert_eq!(
         (r2.movement_state, r2.attempts, r2.size_bytes),
         (MovementState::Failed, 0, 200)
     );
     assert_eq!(r2.next_attempt_at, None);
-    let r3 = store.object(&oid(3)).unwrap().unwrap();
+    let r3 = object_row(&store, 3);
     assert_eq!(
         r3.current_tier_id, pool.tiers[0].id,
         "in-flight row untouched"
@@ -534,28 +551,20 @@ fn inventory_refreshes_placed_rows_and_leaves_moves_alone() {
             .unwrap(),
         1
     );
-    assert_eq!(
-        store.object(&oid(4)).unwrap().unwrap().movement_state,
-        MovementState::Stale
-    );
+    assert_eq!(object_row(&store, 4).movement_state, MovementState::Stale);
     // Listed again: revived.
     let stats = store
         .sync_inventory_page(&pool, &[entry(4, 0, 100)], t0().add_secs(30))
         .unwrap();
     assert_eq!(stats.revived, 1);
-    assert_eq!(
-        store.object(&oid(4)).unwrap().unwrap().movement_state,
-        MovementState::Placed
-    );
+    assert_eq!(object_row(&store, 4).movement_state, MovementState::Placed);
 }
 
 /// S7.4/2–3: OBJECT_REMOVED makes a row stale; stale rows go after 7 days
 /// and their log rows stay.
 #[test]
 fn stale_rows_are_deleted_after_retention_and_keep_their_log() {
-    let mut store = Store::open_in_memory().unwrap();
-    let pool = new_pool(&mut store);
-    add_object(&mut store, &pool, 1, 0);
+    let (mut store, pool) = store_with_object();
     store
         .record_deferral(&oid(1), &mv(&pool, 1, 0, 1), "lease pinned", 300, t0())
         .unwrap();
@@ -573,9 +582,7 @@ fn stale_rows_are_deleted_after_retention_and_keep_their_log() {
 
 #[test]
 fn a_successful_move_logs_every_step_once() {
-    let mut store = Store::open_in_memory().unwrap();
-    let pool = new_pool(&mut store);
-    add_object(&mut store, &pool, 1, 0);
+    let (mut store, pool) = store_with_object();
     let m = MoveRef {
         rel_path: "plan/path",
         ..mv(&pool, 7, 0, 1)
@@ -595,7 +602,7 @@ fn a_successful_move_logs_every_step_once() {
         store
             .set_state(&oid(1), *s, &m, "", t0().add_secs(k as u64))
             .unwrap();
-        let row = store.object(&oid(1)).unwrap().unwrap();
+        let row = object_row(&store, 1);
         assert_eq!(row.movement_state, *s);
         if *s == MovementState::PlanAccepted {
             assert_eq!(
@@ -608,13 +615,13 @@ fn a_successful_move_logs_every_step_once() {
             );
         }
     }
-    let row = store.object(&oid(1)).unwrap().unwrap();
+    let row = object_row(&store, 1);
     assert_eq!(
         row.current_tier_id, pool.tiers[1].id,
         "switched moved the row"
     );
     store.finalise_move(&oid(1), &m, t0().add_secs(60)).unwrap();
-    let row = store.object(&oid(1)).unwrap().unwrap();
+    let row = object_row(&store, 1);
     assert_eq!(row.movement_state, MovementState::Placed);
     assert_eq!(row.current_tier_id, pool.tiers[1].id);
     assert_eq!(row.intended_tier_id, None);
@@ -637,9 +644,7 @@ fn a_successful_move_logs_every_step_once() {
 
 #[test]
 fn an_illegal_step_changes_nothing() {
-    let mut store = Store::open_in_memory().unwrap();
-    let pool = new_pool(&mut store);
-    add_object(&mut store, &pool, 1, 0);
+    let (mut store, pool) = store_with_object();
     let err = store
         .set_state(
             &oid(1),
@@ -651,10 +656,7 @@ fn an_illegal_step_changes_nothing() {
         .unwrap_err();
     assert!(matches!(err, StoreError::InvalidTransition { .. }), "{err}");
     assert!(err.to_string().contains("placed"));
-    assert_eq!(
-        store.object(&oid(1)).unwrap().unwrap().movement_state,
-        MovementState::Placed
-    );
+    assert_eq!(object_row(&store, 1).movement_state, MovementState::Placed);
     assert!(log_for(&store, 1).is_empty());
     assert!(matches!(
         store.finalise_move(&oid(1), &mv(&pool, 1, 0, 1), t0()),
@@ -675,9 +677,7 @@ fn an_illegal_step_changes_nothing() {
 /// S9.3/3 and S9.5/1–2.
 #[test]
 fn failures_follow_the_retry_schedule() {
-    let mut store = Store::open_in_memory().unwrap();
-    let pool = new_pool(&mut store);
-    add_object(&mut store, &pool, 1, 0);
+    let (mut store, pool) = store_with_object();
     let policy = PolicyConfig::default();
     let mut delays = Vec::new();
     let mut now = t0();
@@ -695,7 +695,7 @@ fn failures_follow_the_retry_schedule() {
         assert_eq!(s.attempts, attempt);
         assert_eq!(s.exhausted, attempt == 8);
         delays.push(s.next_attempt_at.secs_since(now) as u64);
-        let row = store.object(&oid(1)).unwrap().unwrap();
+        let row = object_row(&store, 1);
         assert_eq!(row.movement_state, MovementState::Failed);
         assert_eq!(row.current_tier_id, pool.tiers[0].id);
         assert_eq!(row.intended_tier_id, None);
@@ -718,7 +718,7 @@ fn failures_follow_the_retry_schedule() {
     assert_eq!(failed[0].payload["reason"], "checksum mismatch");
     // `smoothfs move retry`.
     assert!(store.reset_attempts(&oid(1), now).unwrap());
-    let row = store.object(&oid(1)).unwrap().unwrap();
+    let row = object_row(&store, 1);
     assert_eq!(
         (row.movement_state, row.attempts),
         (MovementState::Failed, 0)
@@ -729,9 +729,7 @@ fn failures_follow_the_retry_schedule() {
 /// S9.3/4 and S9.5/3.
 #[test]
 fn refusals_are_logged_at_most_hourly() {
-    let mut store = Store::open_in_memory().unwrap();
-    let pool = new_pool(&mut store);
-    add_object(&mut store, &pool, 1, 0);
+    let (mut store, pool) = store_with_object();
     let m = mv(&pool, 1, 0, 1);
     let d1 = store
         .record_deferral(&oid(1), &m, "range staged", 300, t0())
@@ -757,7 +755,7 @@ fn refusals_are_logged_at_most_hourly() {
         rows[0].payload,
         serde_json::json!({"deferred": "range staged"})
     );
-    let row = store.object(&oid(1)).unwrap().unwrap();
+    let row = object_row(&store, 1);
     assert_eq!(
         (row.deferred_reason.as_str(), row.attempts),
         ("range staged", 0)
@@ -786,7 +784,7 @@ fn refusals_are_logged_at_most_hourly() {
         )
         .unwrap();
     assert!(d4.log_id.is_some());
-    let row = store.object(&oid(1)).unwrap().unwrap();
+    let row = object_row(&store, 1);
     assert_eq!(row.movement_state, MovementState::Placed);
     assert_eq!(row.intended_tier_id, None);
     assert_eq!(
@@ -801,9 +799,7 @@ fn refusals_are_logged_at_most_hourly() {
 /// S9.6/2.
 #[test]
 fn an_operator_abort_logs_failed_without_counting_an_attempt() {
-    let mut store = Store::open_in_memory().unwrap();
-    let pool = new_pool(&mut store);
-    add_object(&mut store, &pool, 1, 0);
+    let (mut store, pool) = store_with_object();
     let m = mv(&pool, 3, 0, 1);
     store
         .set_state(&oid(1), MovementState::PlanAccepted, &m, "", t0())
@@ -811,7 +807,7 @@ fn an_operator_abort_logs_failed_without_counting_an_attempt() {
     store
         .record_abort(&oid(1), &m, "aborted by operator", 21600, t0())
         .unwrap();
-    let row = store.object(&oid(1)).unwrap().unwrap();
+    let row = object_row(&store, 1);
     assert_eq!(
         (row.movement_state, row.attempts),
         (MovementState::Placed, 0)
@@ -852,8 +848,7 @@ fn transaction_seq_continues_across_restarts() {
 /// S19.2/2 row results.
 #[test]
 fn recovery_results() {
-    let mut store = Store::open_in_memory().unwrap();
-    let pool = new_pool(&mut store);
+    let (mut store, pool) = store_with_pool();
     for n in 1..=3 {
         add_object(&mut store, &pool, n, 0);
         let m = mv(&pool, u64::from(n), 0, 1);
@@ -896,7 +891,7 @@ fn recovery_results() {
             t0(),
         )
         .unwrap();
-    let r1 = store.object(&oid(1)).unwrap().unwrap();
+    let r1 = object_row(&store, 1);
     assert_eq!(
         (
             r1.movement_state,
@@ -905,7 +900,7 @@ fn recovery_results() {
         ),
         (MovementState::Placed, pool.tiers[1].id.as_str(), 1)
     );
-    let r2 = store.object(&oid(2)).unwrap().unwrap();
+    let r2 = object_row(&store, 2);
     assert_eq!(
         (
             r2.movement_state,
@@ -918,10 +913,7 @@ fn recovery_results() {
         r2.failure_reason,
         "recovered: rolled back from cutover_in_progress"
     );
-    assert_eq!(
-        store.object(&oid(3)).unwrap().unwrap().movement_state,
-        MovementState::Stale
-    );
+    assert_eq!(object_row(&store, 3).movement_state, MovementState::Stale);
     assert!(store.recovery_rows(&pool.namespace_id).unwrap().is_empty());
 }
 
@@ -932,9 +924,7 @@ fn recovery_results() {
 /// S26.3/A1.
 #[test]
 fn log_pages_return_every_row_once_newest_first() {
-    let mut store = Store::open_in_memory().unwrap();
-    let pool = new_pool(&mut store);
-    add_object(&mut store, &pool, 1, 0);
+    let (mut store, pool) = store_with_object();
     let policy = PolicyConfig::default();
     for k in 0..350u64 {
         let m = mv(&pool, k + 1, 0, 1);
@@ -1008,9 +998,7 @@ fn log_pages_return_every_row_once_newest_first() {
 
 #[test]
 fn log_retention_deletes_old_rows() {
-    let mut store = Store::open_in_memory().unwrap();
-    let pool = new_pool(&mut store);
-    add_object(&mut store, &pool, 1, 0);
+    let (mut store, pool) = store_with_object();
     let m = mv(&pool, 1, 0, 1);
     store
         .record_deferral(&oid(1), &m, "old", 300, t0())
@@ -1063,8 +1051,7 @@ fn config_round_trips_with_warnings_for_bad_values() {
 
 #[test]
 fn pin_rules_and_evacuations_persist() {
-    let mut store = Store::open_in_memory().unwrap();
-    let pool = new_pool(&mut store);
+    let (mut store, pool) = store_with_pool();
     let a = store
         .add_pin_rule(&pool.namespace_id, "vm/**", PolicyPin::PinHot, true, t0())
         .unwrap();
@@ -1138,15 +1125,13 @@ fn heat_record(n: u32, opens: u32, read: u64, write: u64) -> HeatRecord {
 /// S7.1/A1–A3 and S7.3 through the store.
 #[test]
 fn heat_samples_update_rows_and_report_unknown_oids() {
-    let mut store = Store::open_in_memory().unwrap();
-    let pool = new_pool(&mut store);
-    add_object(&mut store, &pool, 1, 0);
-    let before = store.object(&oid(1)).unwrap().unwrap();
+    let (mut store, pool) = store_with_object();
+    let before = object_row(&store, 1);
 
     // A3: an empty event changes nothing.
     let out = heat::apply_heat_sample(&mut store, &[], t0().add_secs(5), 3600.0).unwrap();
     assert_eq!(out, HeatIngest::default());
-    assert_eq!(store.object(&oid(1)).unwrap().unwrap(), before);
+    assert_eq!(object_row(&store, 1), before);
 
     // A1.
     let records = [
@@ -1159,7 +1144,7 @@ fn heat_samples_update_rows_and_report_unknown_oids() {
     assert_eq!(out.applied, 1);
     assert_eq!(out.unknown, vec![oid(2), oid(3)]);
     assert_eq!(out.pending(&records).len(), 3);
-    let row = store.object(&oid(1)).unwrap().unwrap();
+    let row = object_row(&store, 1);
     assert_eq!(row.ewma_value, Some(5255168.0));
     assert_eq!(row.last_heat_sample_at, Some(t0().to_rfc3339()));
     assert_eq!(row.updated_at, t0().to_rfc3339());
@@ -1169,10 +1154,7 @@ fn heat_samples_update_rows_and_report_unknown_oids() {
     let pending = out.pending(&records);
     let again = heat::apply_heat_sample(&mut store, &pending, t0(), 3600.0).unwrap();
     assert_eq!((again.applied, again.unknown.clone()), (2, vec![oid(3)]));
-    assert_eq!(
-        store.object(&oid(2)).unwrap().unwrap().ewma_value,
-        Some(8192.0)
-    );
+    assert_eq!(object_row(&store, 2).ewma_value, Some(8192.0));
 
     // A2 on a fresh row.
     add_object(&mut store, &pool, 5, 0);
@@ -1184,18 +1166,14 @@ fn heat_samples_update_rows_and_report_unknown_oids() {
         3600.0,
     )
     .unwrap();
-    assert_eq!(
-        store.object(&oid(5)).unwrap().unwrap().ewma_value,
-        Some(1000.0)
-    );
+    assert_eq!(object_row(&store, 5).ewma_value, Some(1000.0));
 }
 
 /// S7.2/A1 through the planner's view of the store, plus tier ranks and
 /// refusal blockers.
 #[test]
 fn planning_rows_carry_heat_now_ranks_and_blockers() {
-    let mut store = Store::open_in_memory().unwrap();
-    let pool = new_pool(&mut store);
+    let (mut store, pool) = store_with_pool();
     add_object(&mut store, &pool, 1, 1);
     add_object(&mut store, &pool, 2, 0);
     add_object(&mut store, &pool, 3, 0);
@@ -1346,8 +1324,8 @@ fn heat_cache_matches_direct_ingest() {
     cache.flush(&mut b).unwrap();
     assert_eq!(cache.dirty(), 0);
     for k in 0..50 {
-        let ra = a.object(&oid(k)).unwrap().unwrap();
-        let rb = b.object(&oid(k)).unwrap().unwrap();
+        let ra = object_row(&a, k);
+        let rb = object_row(&b, k);
         let (ea, eb) = (ra.ewma_value.unwrap(), rb.ewma_value.unwrap());
         assert!((ea - eb).abs() <= ea.abs() * 1e-12, "oid {k}: {ea} vs {eb}");
         assert_eq!(ra.last_heat_sample_at, rb.last_heat_sample_at, "oid {k}");
@@ -1362,8 +1340,7 @@ fn heat_cache_matches_direct_ingest() {
 #[test]
 #[ignore = "timing; run in release"]
 fn heat_cache_rate() {
-    let mut store = Store::open_in_memory().unwrap();
-    let pool = new_pool(&mut store);
+    let (mut store, pool) = store_with_pool();
     let n = 100_000u32;
     let entries: Vec<ObjectEntry> = (0..n).map(|k| entry(k, 0, 1 << 20)).collect();
     for page in entries.chunks(10_000) {
