@@ -35,28 +35,22 @@ impl Controller for Recorder {
         "recorder"
     }
     fn stop(&self, target: &str) -> Result<(), String> {
-        self.obj
-            .lock()
-            .unwrap()
-            .trace
-            .push(format!("stop {target}"));
-        if self.fail_stop {
-            Err("stop refused".into())
-        } else {
-            Ok(())
-        }
+        self.step(format!("stop {target}"), self.fail_stop, "stop refused")
     }
     fn resume(&self, target: &str) -> Result<(), String> {
-        self.obj
-            .lock()
-            .unwrap()
-            .trace
-            .push(format!("resume {target}"));
-        if self.fail_resume {
-            Err("resume refused".into())
-        } else {
-            Ok(())
-        }
+        self.step(
+            format!("resume {target}"),
+            self.fail_resume,
+            "resume refused",
+        )
+    }
+}
+
+impl Recorder {
+    /// Records `step` in the trace; fails with `refusal` if `fail`.
+    fn step(&self, step: String, fail: bool, refusal: &str) -> Result<(), String> {
+        self.obj.lock().unwrap().trace.push(step);
+        if fail { Err(refusal.into()) } else { Ok(()) }
     }
 }
 
@@ -182,6 +176,17 @@ impl Setup {
         )
     }
 
+    /// Puts `row` in the store (`None`: no row).
+    fn set_row(&self, row: Option<ObjectRow>) {
+        *self.store.row.lock().unwrap() = row;
+    }
+
+    /// `prepare(dest)` fails with an error starting `want`.
+    fn prepare_fails(&self, dest: u8, want: &str) {
+        let e = self.prepare(dest).unwrap_err();
+        assert!(e.starts_with(want), "{e}");
+    }
+
     /// The trace without the drain's and W1/W9's INSPECTs.
     fn steps(&self) -> Vec<String> {
         self.pool.trace()
@@ -210,6 +215,14 @@ impl Setup {
     }
 }
 
+/// `setup()` with a plan to tier 1 prepared, and the trace cleared.
+fn prepared() -> (Setup, LunPlan) {
+    let s = setup();
+    let plan = s.prepare(1).unwrap();
+    s.clear_trace();
+    (s, plan)
+}
+
 fn strs(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
@@ -219,6 +232,12 @@ fn index(trace: &[String], what: &str) -> usize {
         .iter()
         .position(|s| s == what)
         .unwrap_or_else(|| panic!("{what} not in {trace:?}"))
+}
+
+/// `order`'s steps all stand in `trace`, in that order.
+fn assert_in_order(trace: &[String], order: &[&str]) {
+    let idx: Vec<usize> = order.iter().map(|w| index(trace, w)).collect();
+    assert!(idx.windows(2).all(|w| w[0] < w[1]), "{trace:?}");
 }
 
 // ---------------------------------------------------------------------------
@@ -259,7 +278,7 @@ fn lun_pin_other_errors_are_returned_with_context() {
 fn plan_sets_repin_and_takes_the_data_plane_path_with_the_next_seq() {
     let s = setup();
     // No path in the row: INSPECT's is used.
-    *s.store.row.lock().unwrap() = Some(row("", "tier-0"));
+    s.set_row(Some(row("", "tier-0")));
     let plan = s.prepare(1).unwrap();
     assert!(plan.repin_lun);
     assert_eq!(plan.lun_target_id, "tid1");
@@ -298,26 +317,22 @@ fn plan_requires_the_data_plane_unpinned() {
     let s = setup();
     // The clear does not take (for example a lease pin in its place).
     s.pool.obj.lock().unwrap().pin_set_ignored_on_tier = Some(0);
-    let e = s.prepare(1).unwrap_err();
-    assert!(e.starts_with("lun quiesce required"), "{e}");
+    s.prepare_fails(1, "lun quiesce required");
 }
 
 #[test]
 fn plan_rejects_identical_lower_directories() {
     let mut s = setup();
     s.record.tiers[1].backing_ref = format!("{}/", s.record.tiers[0].backing_ref);
-    let e = s.prepare(1).unwrap_err();
-    assert!(e.starts_with("destination tier bad"), "{e}");
+    s.prepare_fails(1, "destination tier bad");
 }
 
 #[test]
 fn plan_rejects_a_destination_equal_to_the_source_or_unregistered() {
     let s = setup();
-    let e = s.prepare(0).unwrap_err();
-    assert!(e.starts_with("destination tier bad"), "{e}");
+    s.prepare_fails(0, "destination tier bad");
     let s = setup();
-    let e = s.prepare(5).unwrap_err();
-    assert!(e.starts_with("destination tier bad"), "{e}");
+    s.prepare_fails(5, "destination tier bad");
 }
 
 #[test]
@@ -338,9 +353,8 @@ fn plan_requires_the_lun_row() {
         }),
     ] {
         let s = setup();
-        *s.store.row.lock().unwrap() = bad;
-        let e = s.prepare(1).unwrap_err();
-        assert!(e.starts_with("lun record required"), "{e}");
+        s.set_row(bad);
+        s.prepare_fails(1, "lun record required");
     }
 }
 
@@ -348,21 +362,18 @@ fn plan_requires_the_lun_row() {
 fn plan_rejects_a_stale_data_plane_tier() {
     let s = setup();
     // The row says tier 1; the data plane has it on tier 0.
-    *s.store.row.lock().unwrap() = Some(row("vm/lun.img", "tier-1"));
-    let e = s.prepare(0).unwrap_err();
-    assert!(e.starts_with("lun placement stale"), "{e}");
+    s.set_row(Some(row("vm/lun.img", "tier-1")));
+    s.prepare_fails(0, "lun placement stale");
     let s = setup();
-    *s.store.row.lock().unwrap() = Some(row("vm/lun.img", "tier-9"));
-    let e = s.prepare(1).unwrap_err();
-    assert!(e.starts_with("lun placement stale"), "{e}");
+    s.set_row(Some(row("vm/lun.img", "tier-9")));
+    s.prepare_fails(1, "lun placement stale");
 }
 
 #[test]
 fn failed_plan_runs_stop_clear_pin_again_resume_in_that_order() {
     let s = setup();
-    *s.store.row.lock().unwrap() = None;
-    let e = s.prepare(1).unwrap_err();
-    assert!(e.starts_with("lun record required"), "{e}");
+    s.set_row(None);
+    s.prepare_fails(1, "lun record required");
     assert_eq!(s.pool.obj.lock().unwrap().pin_state, 5, "pinned again");
     let t: Vec<String> = s.steps().into_iter().filter(|x| x != "INSPECT").collect();
     assert_eq!(
@@ -374,7 +385,7 @@ fn failed_plan_runs_stop_clear_pin_again_resume_in_that_order() {
 #[test]
 fn failed_plan_with_an_unverifiable_repin_leaves_the_target_stopped_and_reports_all() {
     let s = setup();
-    *s.store.row.lock().unwrap() = None;
+    s.set_row(None);
     s.pool.obj.lock().unwrap().pin_set_errno = Some(libc::EIO);
     let e = s.prepare(1).unwrap_err();
     assert!(
@@ -483,8 +494,7 @@ fn prepared_move_orders_stop_drain_unpin_plan_switch_repin_verify_record_resume_
         "resume tid1",
         "MOVE_CLEANUP",
     ];
-    let idx: Vec<usize> = order.iter().map(|w| index(&t, w)).collect();
-    assert!(idx.windows(2).all(|w| w[0] < w[1]), "{t:?}");
+    assert_in_order(&t, &order);
     // Verified with INSPECT between the re-pin and the record.
     let repin = index(&t, "PIN_SET 5");
     assert_eq!(t[repin + 1], "INSPECT", "{t:?}");
@@ -511,15 +521,23 @@ fn lun_plan_without_prepare_is_refused_with_quiesce_required() {
     assert!(matches!(r, MoveOutcome::Refused(ref x) if x.to_string() == "lun quiesce required"));
 }
 
-/// Build a plan, change it with `f`, run the move; it must fail W3 with
-/// `want` before MOVE_PLAN.
-fn admission_fails(f: impl FnOnce(&Setup, &mut LunPlan), want: &str) {
+/// Builds a plan, changes it with `f`, clears the trace and runs the move,
+/// which must fail; returns the setup, the error and the observer.
+fn changed_move_fails(
+    f: impl FnOnce(&Setup, &mut LunPlan),
+) -> (Setup, MoveError, RecordingObserver) {
     let s = setup();
     let mut plan = s.prepare(1).unwrap();
     f(&s, &mut plan);
     s.clear_trace();
     let (r, obs) = s.run(plan);
-    let e = r.unwrap_err();
+    (s, r.unwrap_err(), obs)
+}
+
+/// Build a plan, change it with `f`, run the move; it must fail W3 with
+/// `want` before MOVE_PLAN.
+fn admission_fails(f: impl FnOnce(&Setup, &mut LunPlan), want: &str) {
+    let (s, e, obs) = changed_move_fails(f);
     assert!(matches!(e, MoveError::Lun(_)), "{e}");
     assert!(e.reason().starts_with(want), "want {want}: {}", e.reason());
     assert_eq!(obs.states.last().unwrap().0, MovementState::Failed);
@@ -652,9 +670,7 @@ fn admission_rejects_a_stale_lower_path() {
 
 #[test]
 fn admission_failure_pins_the_source_again_and_resumes() {
-    let s = setup();
-    let plan = s.prepare(1).unwrap();
-    s.clear_trace();
+    let (s, plan) = prepared();
     *s.store.row.lock().unwrap() = Some(ObjectRow {
         rel_path: "vm/old.img".into(),
         ..row("vm/lun.img", "tier-0")
@@ -668,9 +684,7 @@ fn admission_failure_pins_the_source_again_and_resumes() {
 
 #[test]
 fn copy_failure_before_the_switch_pins_the_source_again_then_resumes() {
-    let s = setup();
-    let plan = s.prepare(1).unwrap();
-    s.clear_trace();
+    let (s, plan) = prepared();
     // The cutover's write_seq guard fails the move (ESTALE) before the switch.
     s.pool.obj.lock().unwrap().cutover_errno = Some(libc::ESTALE);
     let (r, obs) = s.run(plan);
@@ -689,8 +703,7 @@ fn copy_failure_before_the_switch_pins_the_source_again_then_resumes() {
         "record pin_lun",
         "resume tid1",
     ];
-    let idx: Vec<usize> = order.iter().map(|w| index(&t, w)).collect();
-    assert!(idx.windows(2).all(|w| w[0] < w[1]), "{t:?}");
+    assert_in_order(&t, &order);
     assert_eq!(t[index(&t, "PIN_SET 5") + 1], "INSPECT");
     let o = s.pool.obj.lock().unwrap();
     assert_eq!((o.current_tier, o.pin_state), (0, 5));
@@ -699,9 +712,7 @@ fn copy_failure_before_the_switch_pins_the_source_again_then_resumes() {
 
 #[test]
 fn plan_refusal_pins_the_source_again_then_resumes() {
-    let s = setup();
-    let plan = s.prepare(1).unwrap();
-    s.clear_trace();
+    let (s, plan) = prepared();
     s.pool.obj.lock().unwrap().plan_errno = Some(libc::ENOSPC);
     let (r, _) = s.run(plan);
     assert!(matches!(r, Err(MoveError::Plan(_))), "{r:?}");
@@ -711,9 +722,7 @@ fn plan_refusal_pins_the_source_again_then_resumes() {
 
 #[test]
 fn invisible_source_pin_means_no_resume() {
-    let s = setup();
-    let plan = s.prepare(1).unwrap();
-    s.clear_trace();
+    let (s, plan) = prepared();
     let mut o = s.pool.obj.lock().unwrap();
     o.cutover_errno = Some(libc::ESTALE);
     o.pin_set_ignored_on_tier = Some(0);
@@ -730,9 +739,7 @@ fn invisible_source_pin_means_no_resume() {
 
 #[test]
 fn failed_source_pin_means_no_resume() {
-    let s = setup();
-    let plan = s.prepare(1).unwrap();
-    s.clear_trace();
+    let (s, plan) = prepared();
     let mut o = s.pool.obj.lock().unwrap();
     o.cutover_errno = Some(libc::ESTALE);
     o.pin_set_errno = Some(libc::EIO);
@@ -746,12 +753,7 @@ fn failed_source_pin_means_no_resume() {
 /// Runs a prepared move that switches and then fails W11; returns the
 /// reason and the trace after prepare.
 fn w11_fails(f: impl FnOnce(&Setup, &mut LunPlan)) -> (String, Vec<String>, RecordingObserver) {
-    let s = setup();
-    let mut plan = s.prepare(1).unwrap();
-    f(&s, &mut plan);
-    s.clear_trace();
-    let (r, obs) = s.run(plan);
-    let e = r.unwrap_err();
+    let (s, e, obs) = changed_move_fails(f);
     assert!(!e.is_after_switch(), "recorded as a failure, not a stop");
     assert_eq!(obs.states.last().unwrap().0, MovementState::Failed);
     assert!(
@@ -777,9 +779,7 @@ fn stale_destination_path_means_neither_pinning_nor_resuming() {
 fn stale_destination_tier_means_neither_pinning_nor_resuming() {
     // The fake cannot report another rank right after its own cutover, so
     // W11 is called directly with the object still on rank 0.
-    let s = setup();
-    let plan = s.prepare(1).unwrap();
-    s.clear_trace();
+    let (s, plan) = prepared();
     let mut bad = plan.clone();
     bad.dest_rank = 0;
     let e = lun::post_switch(&mut s.pool.client(), &s.pool.uuid, &OID, &bad).unwrap_err();
