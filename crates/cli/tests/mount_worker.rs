@@ -26,6 +26,18 @@ fn smoothfs_move(path: &Path, to: u8, env: &[(&str, &str)]) -> (Output, Vec<Valu
     (out, lines)
 }
 
+/// `smoothfs move` of `path` to tier `to`, which must succeed; returns its
+/// JSON lines.
+fn move_ok(path: &Path, to: u8) -> Vec<Value> {
+    let (out, lines) = smoothfs_move(path, to, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    lines
+}
+
 fn result_of(lines: &[Value]) -> (String, Value) {
     let last = lines.last().cloned().unwrap_or(Value::Null);
     (
@@ -145,12 +157,7 @@ fn s10_a6_sparse_file_stays_sparse() {
     f.sync_all().unwrap();
     drop(f);
     let src_blocks = fs::metadata(p.t0.join("sparse.img")).unwrap().blocks();
-    let (out, lines) = smoothfs_move(&m, 1, &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let lines = move_ok(&m, 1);
     assert_eq!(result_of(&lines).0, "moved");
     let dst = fs::metadata(p.t1.join("sparse.img")).unwrap();
     assert_eq!(dst.len(), 1 << 30);
@@ -203,12 +210,7 @@ fn s10_3_4_both_copies_leave_the_page_cache_after_a_move() {
     // Warm the source's pages, as a client reading it would.
     assert_eq!(fs::read(p.t0.join("cached.bin")).unwrap(), data);
     assert!(resident_pages(&p.t0.join("cached.bin")) > 0);
-    let (out, lines) = smoothfs_move(&m, 1, &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let lines = move_ok(&m, 1);
     assert_eq!(result_of(&lines).0, "moved");
     // The destination was written, read back and renamed into place by
     // the cutover; none of its pages may stay cached (S10.3/4).
@@ -228,16 +230,73 @@ fn s10_a7_reflink_when_both_tiers_share_an_xfs() {
     fs::create_dir_all(&b).unwrap();
     let pool = Pool::mount(&[&a, &b], "");
     write_synced(&pool.join("r.bin"), &pattern(4 << 20, 8));
-    let (out, lines) = smoothfs_move(&pool.join("r.bin"), 1, &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let lines = move_ok(&pool.join("r.bin"), 1);
     let (res, last) = result_of(&lines);
     assert_eq!(res, "moved");
     assert_eq!(last["method"], "reflink", "{last}");
     assert!(b.join("r.bin").exists() && !a.join("r.bin").exists());
+}
+
+/// A `smoothfs move` to tier 1 held by a failpoint after its copy.
+struct HeldMove {
+    mover: std::thread::JoinHandle<(Output, Vec<Value>)>,
+    /// Written to let the move go on.
+    go: std::path::PathBuf,
+    _flag: tempfile::TempDir,
+}
+
+impl HeldMove {
+    /// Starts the move of `m` and returns once its staging file has
+    /// appeared (copy verified) and half a second more has passed.
+    fn start(p: &TwoTierPool, m: &Path) -> HeldMove {
+        let flag = scratch_dir("smoothfs-flag-");
+        let go = flag.path().join("go");
+        let fp = format!("worker_after_copy=wait({})", go.display());
+        let mover = {
+            let m = m.to_path_buf();
+            std::thread::spawn(move || {
+                smoothfs_move(&m, 1, &[("SMOOTHFS_FAILPOINTS", fp.as_str())])
+            })
+        };
+        let incoming = p.t1.join(".smoothfs/incoming");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while fs::read_dir(&incoming).map(|d| d.count()).unwrap_or(0) == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no staging file appeared"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        HeldMove {
+            mover,
+            go,
+            _flag: flag,
+        }
+    }
+
+    /// Lets the move go on; it must fail (exit 2) having caught the source
+    /// racing. Returns its JSON lines.
+    fn release_to_a_source_race(self) -> Vec<Value> {
+        fs::write(&self.go, b"1").unwrap();
+        let (out, lines) = self.mover.join().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let (res, last) = result_of(&lines);
+        assert_eq!(res, "failed", "{last}");
+        assert!(
+            last["reason"]
+                .as_str()
+                .unwrap_or("")
+                .contains("source raced"),
+            "{last}"
+        );
+        lines
+    }
 }
 
 #[test]
@@ -249,52 +308,22 @@ fn s10_a1_out_of_band_change_keeping_size_and_mtime_is_caught() {
     let m = p.mnt("race.bin");
     let data = pattern(1 << 20, 4);
     write_synced(&m, &data);
-    let flag = scratch_dir("smoothfs-flag-");
-    let go = flag.path().join("go");
-    let fp = format!("worker_after_copy=wait({})", go.display());
     let src = p.t0.join("race.bin");
-    let mover = {
-        let m = m.clone();
-        std::thread::spawn(move || smoothfs_move(&m, 1, &[("SMOOTHFS_FAILPOINTS", fp.as_str())]))
-    };
     // Wait for the copy to finish (staging verified), then mutate the source.
-    let incoming = p.t1.join(".smoothfs/incoming");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while fs::read_dir(&incoming).map(|d| d.count()).unwrap_or(0) == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no staging file appeared"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    let held = HeldMove::start(&p, &m);
     let stamp = fs::metadata(&src).unwrap();
     let mut changed = data.clone();
     changed[1000] ^= 0xff;
     fs::write(&src, &changed).unwrap();
     let ts = format!("@{}.{:09}", stamp.mtime(), stamp.mtime_nsec());
     cmd_ok("touch", &["-m", "-d", &ts, src.to_str().unwrap()]);
-    fs::write(&go, b"1").unwrap();
-    let (out, lines) = mover.join().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let (res, last) = result_of(&lines);
-    assert_eq!(res, "failed");
-    assert!(
-        last["reason"]
-            .as_str()
-            .unwrap_or("")
-            .contains("source raced"),
-        "{last}"
-    );
+    let lines = held.release_to_a_source_race();
     assert!(!states(&lines).contains(&"cutover_in_progress".to_string()));
     assert_eq!(p.holders("race.bin"), vec![0]);
     assert_eq!(
-        fs::read_dir(&incoming).unwrap().count(),
+        fs::read_dir(p.t1.join(".smoothfs/incoming"))
+            .unwrap()
+            .count(),
         0,
         "staging removed"
     );
@@ -309,46 +338,17 @@ fn s10_a2_write_through_the_mount_then_restored_still_fails() {
     let m = p.mnt("w.bin");
     let data = pattern(1 << 20, 5);
     write_synced(&m, &data);
-    let flag = scratch_dir("smoothfs-flag-");
-    let go = flag.path().join("go");
-    let fp = format!("worker_after_copy=wait({})", go.display());
-    let mover = {
-        let m = m.clone();
-        std::thread::spawn(move || smoothfs_move(&m, 1, &[("SMOOTHFS_FAILPOINTS", fp.as_str())]))
-    };
-    let incoming = p.t1.join(".smoothfs/incoming");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while fs::read_dir(&incoming).map(|d| d.count()).unwrap_or(0) == 0 {
-        assert!(std::time::Instant::now() < deadline);
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    let held = HeldMove::start(&p, &m);
     // Write and restore the same bytes through the mount (mediated: planned).
     use std::os::unix::fs::FileExt;
     let f = fs::OpenOptions::new().write(true).open(&m).unwrap();
     f.write_all_at(b"XXXX", 0).unwrap();
     f.write_all_at(&data[..4], 0).unwrap();
     drop(f);
-    fs::write(&go, b"1").unwrap();
-    let (out, lines) = mover.join().unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let (res, last) = result_of(&lines);
-    assert_eq!(res, "failed", "{last}");
-    assert!(
-        last["reason"]
-            .as_str()
-            .unwrap_or("")
-            .contains("source raced"),
-        "{last}"
-    );
+    held.release_to_a_source_race();
     assert_eq!(fs::read(&m).unwrap(), data);
     // The next attempt succeeds.
-    let (out, lines) = smoothfs_move(&m, 1, &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let lines = move_ok(&m, 1);
     assert_eq!(result_of(&lines).0, "moved");
 }
 
@@ -368,12 +368,7 @@ fn s26_5_a1_events_as_json_lines_during_a_move() {
         .spawn()
         .expect("smoothfs events");
     std::thread::sleep(std::time::Duration::from_millis(500));
-    let (out, _) = smoothfs_move(&p.mnt("ev.bin"), 1, &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    move_ok(&p.mnt("ev.bin"), 1);
     std::thread::sleep(std::time::Duration::from_millis(800));
     unsafe { libc::kill(events.id() as i32, libc::SIGTERM) };
     let got = events.wait_with_output().unwrap();
