@@ -573,7 +573,8 @@ impl Filesystem for SmoothFs {
             | InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_READDIRPLUS_AUTO
             | InitFlags::FUSE_ATOMIC_O_TRUNC
-            | InitFlags::FUSE_BIG_WRITES;
+            | InitFlags::FUSE_BIG_WRITES
+            | InitFlags::FUSE_ASYNC_DIO;
         for f in wanted.iter() {
             if config.add_capabilities(f).is_err() {
                 debug!("kernel does not offer {f:?}");
