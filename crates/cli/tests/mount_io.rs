@@ -25,6 +25,28 @@ fn bytes_mut(buf: &mut [Block]) -> &mut [u8] {
     unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<u8>(), buf.len() * 4096) }
 }
 
+/// Two real-mount tests running `$body(extra_opts)`: `$auto` with
+/// passthrough at its default (auto), `$off` with `passthrough=off`.
+macro_rules! both_modes {
+    ($body:ident, $auto:ident, $off:ident) => {
+        #[test]
+        fn $auto() {
+            if !require_root_and_fuse() {
+                return;
+            }
+            $body("");
+        }
+
+        #[test]
+        fn $off() {
+            if !require_root_and_fuse() {
+                return;
+            }
+            $body("passthrough=off");
+        }
+    };
+}
+
 fn o_direct_round_trip(extra_opts: &str) {
     let p = TwoTierPool::new("ext4", "ext4", extra_opts);
     let path = p.mnt("direct.bin");
@@ -66,28 +88,17 @@ fn o_direct_round_trip(extra_opts: &str) {
     );
 }
 
-#[test]
-fn o_direct_round_trip_with_default_passthrough() {
-    if !require_root_and_fuse() {
-        return;
-    }
-    o_direct_round_trip("");
-}
-
-#[test]
-fn o_direct_round_trip_with_passthrough_off() {
-    if !require_root_and_fuse() {
-        return;
-    }
-    o_direct_round_trip("passthrough=off");
-}
+both_modes!(
+    o_direct_round_trip,
+    o_direct_round_trip_with_default_passthrough,
+    o_direct_round_trip_with_passthrough_off
+);
 
 /// Opens are answered with FOPEN_NOFLUSH (close(2) sends no FLUSH): the
 /// dirty pages of a shared mapping that outlives its descriptor still reach
 /// the lower file when the mapping goes, and bytes written with write(2)
 /// are on the lower file once close(2) returns (docs/semantics.md).
 fn writes_reach_the_lower_without_flush(extra_opts: &str) {
-    use std::os::fd::AsRawFd;
     let p = TwoTierPool::new("ext4", "ext4", extra_opts);
     let path = p.mnt("mapped.bin");
     let len = 16384usize;
@@ -98,18 +109,7 @@ fn writes_reach_the_lower_without_flush(extra_opts: &str) {
         .write(true)
         .open(&path)
         .unwrap();
-    // SAFETY: a new shared mapping of a 16 KiB file opened read-write.
-    let map = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            f.as_raw_fd(),
-            0,
-        )
-    };
-    assert_ne!(map, libc::MAP_FAILED, "mmap ({extra_opts:?})");
+    let map = map_shared_rw(&f, len);
     drop(f);
     // SAFETY: the mapping is live and `len` bytes long; written after the
     // descriptor is closed, then unmapped without msync.
@@ -136,21 +136,11 @@ fn writes_reach_the_lower_without_flush(extra_opts: &str) {
     assert_eq!(fs::read(&path).unwrap(), lower, "mount and lower agree");
 }
 
-#[test]
-fn writes_reach_the_lower_without_flush_with_default_passthrough() {
-    if !require_root_and_fuse() {
-        return;
-    }
-    writes_reach_the_lower_without_flush("");
-}
-
-#[test]
-fn writes_reach_the_lower_without_flush_with_passthrough_off() {
-    if !require_root_and_fuse() {
-        return;
-    }
-    writes_reach_the_lower_without_flush("passthrough=off");
-}
+both_modes!(
+    writes_reach_the_lower_without_flush,
+    writes_reach_the_lower_without_flush_with_default_passthrough,
+    writes_reach_the_lower_without_flush_with_passthrough_off
+);
 
 /// FUSE_ASYNC_DIO: a mediated O_DIRECT write or read larger than max_write
 /// reaches the daemon as several requests in flight at once, and several

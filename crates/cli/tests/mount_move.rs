@@ -511,19 +511,8 @@ fn s13_a3_shared_mapping_on_a_mediated_file_follows_the_move() {
         .unwrap();
     let i = inspect(&mut c, &p.pool, &oid);
     assert_eq!((i.passthrough, i.mediated), (0, 1), "always_mediated");
-    use std::os::fd::AsRawFd;
     let len = 16384usize;
-    let map = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            f.as_raw_fd(),
-            0,
-        )
-    };
-    assert_ne!(map, libc::MAP_FAILED);
+    let map = map_shared_rw(&f, len);
     let staging = plan(&mut c, &p.pool, &oid, 1, 1).expect("plan with a mediated mapping");
     stage_copy(&p.t0.join(rel), &staging);
     assert_eq!(cutover(&mut c, &p.pool, &oid, 1, None), 0);

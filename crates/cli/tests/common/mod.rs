@@ -1225,3 +1225,26 @@ impl TwoTierPool {
         );
     }
 }
+
+/// A new read-write shared mapping of the first `len` bytes of `f`
+/// (asserted to succeed); the caller unmaps it.
+pub fn map_shared_rw(f: &File, len: usize) -> *mut libc::c_void {
+    // SAFETY: a new mapping of an open descriptor; nothing aliases it yet.
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(
+        map,
+        libc::MAP_FAILED,
+        "mmap: {}",
+        io::Error::last_os_error()
+    );
+    map
+}
