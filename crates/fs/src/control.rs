@@ -568,6 +568,10 @@ impl Control {
         v.push(("replay_normalised", pc.replay_normalised.to_string()));
         v.push(("journal_records_written", pc.records_written.to_string()));
         v.push(("journal_checkpoints_total", pc.checkpoints.to_string()));
+        v.push((
+            "journal_durable_checkpoints_total",
+            pc.durable_checkpoints.to_string(),
+        ));
         v.push(("journal_flusher_errors", pc.flusher_errors.to_string()));
         // handles
         v.push(("passthrough_opens_total", ld(&c.passthrough_opens_total)));

@@ -874,6 +874,21 @@ fn dir_entries(
         .collect())
 }
 
+/// How [`Index::commit_frozen`] commits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Commit {
+    /// Memory bound only: no checkpoint seq, no fsync.
+    Flush,
+    /// A checkpoint at this seq without fsync (S4.5 light checkpoint): it
+    /// becomes durable with the next `Durable` commit. A crash before that
+    /// returns the database to the last durable checkpoint, whose journal
+    /// tail is still on disk, so nothing is lost; replay is just longer.
+    Light(u64),
+    /// A checkpoint at this seq, durable when the call returns. The journal
+    /// must already be durable up to the seq.
+    Durable(u64),
+}
+
 /// Changes set aside by [`Index::freeze`]; holds the index's flush lock.
 pub struct Frozen<'a> {
     _one_flush: parking_lot::MutexGuard<'a, ()>,
@@ -968,7 +983,7 @@ impl Index {
             Ok(t.ov.len() >= OVERLAY_SPILL_ENTRIES)
         })?;
         if spill {
-            self.flush(None)?;
+            self.flush(Commit::Flush)?;
         }
         Ok(())
     }
@@ -988,14 +1003,13 @@ impl Index {
     /// Durably commits everything applied so far as reflecting the journal
     /// up to `seq`, and drops tombstones older than 30 days.
     pub fn commit_checkpoint(&self, seq: u64) -> Result<()> {
-        self.flush(Some(seq))
+        self.flush(Commit::Durable(seq))
     }
 
-    /// Writes the overlay to the database: durably with the checkpoint seq
-    /// when `checkpoint` is given, else non-durably (memory bound only).
-    fn flush(&self, checkpoint: Option<u64>) -> Result<()> {
+    /// Writes the overlay to the database as `how` says.
+    fn flush(&self, how: Commit) -> Result<()> {
         let frozen = self.freeze();
-        self.commit_frozen(frozen, checkpoint)
+        self.commit_frozen(frozen, how)
     }
 
     /// Sets the changes applied so far aside for [`Index::commit_frozen`];
@@ -1013,11 +1027,10 @@ impl Index {
         }
     }
 
-    /// Writes frozen changes to the database (durably, recording the
-    /// checkpoint seq, when `checkpoint` is given). On failure the changes
-    /// go back to the overlay.
-    pub fn commit_frozen(&self, frozen: Frozen<'_>, checkpoint: Option<u64>) -> Result<()> {
-        let res = self.write_overlay(&frozen.ov, checkpoint);
+    /// Writes frozen changes to the database as `how` says. On failure the
+    /// changes go back to the overlay.
+    pub fn commit_frozen(&self, frozen: Frozen<'_>, how: Commit) -> Result<()> {
+        let res = self.write_overlay(&frozen.ov, how);
         // Lookups must not read a snapshot older than this commit once the
         // frozen changes are gone from the overlay below.
         self.db.committed();
@@ -1030,12 +1043,12 @@ impl Index {
         res
     }
 
-    fn write_overlay(&self, ov: &Overlay, checkpoint: Option<u64>) -> Result<()> {
+    fn write_overlay(&self, ov: &Overlay, how: Commit) -> Result<()> {
         let mut txn = tx!(self.db.begin_write(), "begin");
-        let durability = if checkpoint.is_some() {
-            Durability::Immediate
-        } else {
-            Durability::None
+        let (checkpoint, durability) = match how {
+            Commit::Flush => (None, Durability::None),
+            Commit::Light(seq) => (Some(seq), Durability::None),
+            Commit::Durable(seq) => (Some(seq), Durability::Immediate),
         };
         tx!(txn.set_durability(durability), "durability");
         {
@@ -1324,7 +1337,7 @@ impl Index {
     /// (non-durably) and reads every table.
     #[doc(hidden)]
     pub fn snapshot(&self) -> Result<IndexSnapshot> {
-        self.flush(None)?;
+        self.flush(Commit::Flush)?;
         let txn = tx!(self.db.begin_read(), "begin read");
         let mut s = IndexSnapshot::default();
         let objects = tx!(txn.open_table(OBJECTS), "open objects");
@@ -1423,7 +1436,7 @@ mod tests {
         // A snapshot taken while the database is empty.
         assert_eq!(idx.by_path("d/f").unwrap(), None);
         idx.apply(&placed, None).unwrap();
-        idx.flush(None).unwrap();
+        idx.flush(Commit::Flush).unwrap();
         assert_eq!(idx.by_path("d/f").unwrap().map(|r| r.oid), Some(oid));
         assert_eq!(
             idx.by_ino(oid.ino()).unwrap().map(|r| r.lower_ino),

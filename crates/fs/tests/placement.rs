@@ -460,6 +460,152 @@ fn group_committed_records_become_durable_within_a_second() {
     assert_eq!(p.by_path("f").unwrap().oid, Oid([5; 16]));
 }
 
+const LIGHT_CHILD: &str = "SMOOTHFS_TEST_LIGHT_CHILD";
+const G_RECORDS: u64 = 6000;
+
+fn g_path(i: u64) -> String {
+    format!("a-directory-with-a-long-name/another-long-directory-name/g{i}")
+}
+
+/// Exit code of a light-checkpoint child whose run a background durable
+/// checkpoint overtook (a very slow machine); the parent runs it again.
+const OVERTAKEN: i32 = 3;
+
+/// The child half of the light-checkpoint crash test: a durable checkpoint
+/// after f0..f99, a light one after 6000 g records (over 512 KiB of
+/// journal, so a checkpoint that compacted would delete a segment), then
+/// h0..h49 synced, then SIGKILL.
+fn light_child(meta: &Path) -> ! {
+    let (p, _) = open(meta);
+    let m = OidMinter::new();
+    for i in 0..100u64 {
+        p.placed(&file(m.mint(), 0, i + 1, &format!("f{i}")))
+            .unwrap();
+    }
+    p.checkpoint().unwrap();
+    let durable = p.counters().durable_checkpoints;
+    for i in 0..G_RECORDS {
+        p.placed(&file(m.mint(), 0, i + 1000, &g_path(i))).unwrap();
+    }
+    p.light_checkpoint().unwrap();
+    for i in 0..50u64 {
+        p.placed(&file(m.mint(), 0, i + 2000, &format!("h{i}")))
+            .unwrap();
+    }
+    p.sync().unwrap();
+    if p.counters().durable_checkpoints != durable {
+        std::process::exit(OVERTAKEN);
+    }
+    unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    unreachable!("SIGKILL did not kill the child")
+}
+
+/// S4.5: a light checkpoint commits the index without fsync and deletes no
+/// segment, so a kill -9 after it returns the index to the last durable
+/// checkpoint and the journal tail brings back every synced record.
+#[test]
+fn kill_9_after_a_light_checkpoint_replays_from_the_durable_one() {
+    if let Some(dir) = std::env::var_os(LIGHT_CHILD) {
+        light_child(Path::new(&dir));
+    }
+    use std::os::unix::process::ExitStatusExt;
+    for attempt in 1..=3 {
+        let tmp = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "kill_9_after_a_light_checkpoint_replays_from_the_durable_one",
+                "--nocapture",
+            ])
+            .env(LIGHT_CHILD, tmp.path())
+            .status()
+            .unwrap();
+        if status.code() == Some(OVERTAKEN) && attempt < 3 {
+            continue;
+        }
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+        let (p, report) = open(tmp.path());
+        for i in 0..100 {
+            assert!(p.by_path(&format!("f{i}")).is_some(), "f{i} lost");
+        }
+        for i in 0..G_RECORDS {
+            assert!(p.by_path(&g_path(i)).is_some(), "{} lost", g_path(i));
+        }
+        for i in 0..50 {
+            assert!(p.by_path(&format!("h{i}")).is_some(), "h{i} lost");
+        }
+        // Everything after the durable checkpoint came back from the
+        // journal: the light commit did not survive, and was not needed.
+        assert_eq!(report.records_applied, G_RECORDS + 50, "{report:?}");
+        assert_eq!(report.torn_tail_truncations + report.corrupt_records, 0);
+        return;
+    }
+}
+
+const STORM_CHILD: &str = "SMOOTHFS_TEST_STORM_CHILD";
+
+/// The child half of the storm test: 2000 creates as fast as they come
+/// (light checkpoints every 256), then 2.5 s of quiet, then SIGKILL.
+fn storm_child(meta: &Path) -> ! {
+    let (p, _) = open(meta);
+    let m = OidMinter::new();
+    for i in 0..2000u64 {
+        p.placed(&file(m.mint(), 0, i + 1, &format!("s{i}")))
+            .unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    unreachable!("SIGKILL did not kill the child")
+}
+
+/// S4.5/A2: light checkpoints during a create storm are followed by a
+/// durable one within a second or so, so a kill -9 a little later replays
+/// nothing of the storm and every file is there.
+#[test]
+fn a_storm_is_durably_checkpointed_within_seconds() {
+    if let Some(dir) = std::env::var_os(STORM_CHILD) {
+        storm_child(Path::new(&dir));
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_storm_is_durably_checkpointed_within_seconds",
+            "--nocapture",
+        ])
+        .env(STORM_CHILD, tmp.path())
+        .status()
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+    let (p, report) = open(tmp.path());
+    assert_eq!(report.records_applied, 0, "{report:?}");
+    for i in 0..2000 {
+        assert!(p.by_path(&format!("s{i}")).is_some(), "s{i} lost");
+    }
+}
+
+/// A storm takes light checkpoints on the record count and durable ones
+/// only about once a second (the counters say which).
+#[test]
+fn a_storm_takes_light_checkpoints_and_few_durable_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (p, _) = open(tmp.path());
+    let m = OidMinter::new();
+    let t = Instant::now();
+    for i in 0..5000u64 {
+        p.placed(&file(m.mint(), 0, i + 1, &format!("s{i}")))
+            .unwrap();
+    }
+    // Let the flusher catch up with the last kick.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let c = p.counters();
+    let secs = t.elapsed().as_secs() + 1;
+    assert!(c.checkpoints >= 2, "{c:?}");
+    assert!(c.durable_checkpoints <= secs, "{c:?} in {secs} s");
+    assert!(c.checkpoints > c.durable_checkpoints, "{c:?}");
+}
+
 #[test]
 fn dir_rename_rewrites_every_descendant() {
     let tmp = tempfile::tempdir().unwrap();
