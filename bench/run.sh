@@ -23,7 +23,7 @@
 # table.md) and docs/benchmarks.md. Everything else (mounts, loop devices,
 # images) is removed on exit.
 #
-# Tunables (environment): ROUNDS, TMPFS_ROUNDS, SIZE, RUNTIME, NFILES,
+# Tunables (environment): ROUNDS, TMPFS_ROUNDS, SIZE, RUNTIME, NFILES, META_BATCH,
 # VARIANTS ("ext4 tmpfs"), TARGETS (subset of the list above),
 # WRITE_DOCS (1/0).
 set -euo pipefail
@@ -44,6 +44,7 @@ else
 fi
 : "${VARIANTS:=ext4 tmpfs}" "${WRITE_DOCS:=1}"
 SETTLE_MS=1100   # > the 1 s FUSE entry/attr lifetime of both mergerfs and smoothfs
+: "${META_BATCH:=500}"   # metadata operations per target per turn (metabench -i)
 
 [ "$(id -u)" = 0 ] || { echo "bench/run.sh must run as root" >&2; exit 1; }
 log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
@@ -208,7 +209,7 @@ run_fio() { # variant target round workload fio-args...
 }
 
 run_block() { # variant target round
-  local v=$1 t=$2 r=$3 d=${DIR[$2]} f settle=$SETTLE_MS
+  local v=$1 t=$2 r=$3 f
   f=${DIR[$t]}/seq.dat
   local seq=(--filename="$f" --bs=1M --size="$SIZE" --ioengine=psync --runtime=120)
   local rnd=(--filename="$f" --bs=4k --size="$SIZE" --rw=randread --direct=1 --ioengine=libaio
@@ -225,11 +226,23 @@ run_block() { # variant target round
   dropc; run_fio "$v" "$t" "$r" rand-read-4k-qd1 "${rnd[@]}" --iodepth=1
   dropc; run_fio "$v" "$t" "$r" rand-read-4k-qd32 "${rnd[@]}" --iodepth=32
   rm -f "$f"
-  [ "$t" = native ] && settle=0
+}
+
+# Metadata for every target at once: metabench -i interleaves them in
+# batches of META_BATCH operations within each phase, so all targets run
+# through the same seconds of the VM's drift (one target per block, as the
+# fio workloads do, let metadata ratios swing by +-0.15 between runs).
+run_meta() { # variant round
+  local v=$1 r=$2 t k dirs=()
+  for t in "${ACTIVE[@]}"; do dirs+=("${DIR[$t]}/meta"); done
   sync
-  "$WORK/metabench" "$d/meta" "$NFILES" "$settle" > "$OUT/raw/$v-$t-r$r-meta.txt"
-  python3 "$REPO/bench/report.py" meta "$OUT/raw/$v-$t-r$r-meta.txt" "$v" "$t" "$r" >> "$CSV"
-  log "  $v r$r $t meta: $(awk '{printf "%s %.0f/s p99 %.0fus; ", $1, $2, $4}' "$OUT/raw/$v-$t-r$r-meta.txt")"
+  "$WORK/metabench" -i "$META_BATCH" "$NFILES" "$SETTLE_MS" "${dirs[@]}" > "$OUT/raw/$v-r$r-meta.txt"
+  for k in "${!ACTIVE[@]}"; do
+    t=${ACTIVE[$k]}
+    awk -v k="$k" '$1 == k { print $2, $3, $4, $5 }' "$OUT/raw/$v-r$r-meta.txt" > "$OUT/raw/$v-$t-r$r-meta.txt"
+    python3 "$REPO/bench/report.py" meta "$OUT/raw/$v-$t-r$r-meta.txt" "$v" "$t" "$r" >> "$CSV"
+    log "  $v r$r $t meta: $(awk '{printf "%s %.0f/s p99 %.0fus; ", $1, $2, $4}' "$OUT/raw/$v-$t-r$r-meta.txt")"
+  done
 }
 
 # ---------------------------------------------------------------- main
@@ -265,6 +278,7 @@ for v in $VARIANTS; do
     for ((k = 0; k < n; k++)); do
       run_block "$v" "${ACTIVE[$(((k + r - 1) % n))]}" "$r"
     done
+    run_meta "$v" "$r"
   done
   # Unmount this variant's stack now so the next one has the machine alone.
   for ((i = ${#MOUNTS[@]} - 1; i >= 0; i--)); do
@@ -336,19 +350,23 @@ if [ "$WRITE_DOCS" = 1 ]; then
     echo "  Each target uses its own subdirectory of the same two tier filesystems;"
     echo "  native = tier 0 directly."
     echo "- rounds: ext4 $ROUNDS, tmpfs $TMPFS_ROUNDS, interleaved (each round runs every target's"
-    echo "  block of workloads, target order rotated per round); medians over rounds."
+    echo "  block of fio workloads, target order rotated per round, then the metadata"
+    echo "  run for all targets together); medians over rounds."
     echo "- fio: seq = 1 job, bs=1M, size=$SIZE, psync, direct=0 and direct=1; writes"
     echo "  create a fresh file without preallocation (\`fallocate=none\`: fio's CPU"
     echo "  figure leaves its layout step out, a FUSE daemon's would not) and include"
     echo "  \`end_fsync=1\`; reads follow"
     echo "  \`echo 3 > /proc/sys/vm/drop_caches\`. rand = bs=4k, libaio, direct=1,"
     echo "  iodepth 1 and 32, time_based ${RUNTIME}s over the same $SIZE file."
-    echo "- metadata: \`bench/metabench.c\`, $NFILES empty files in one directory;"
-    echo "  phases create (open O_CREAT|O_EXCL + close), stat, open-close, readdir"
+    echo "- metadata: \`bench/metabench.c\`, $NFILES empty files in one directory per"
+    echo "  target; phases create (open O_CREAT|O_EXCL + close), stat, open-close, readdir"
     echo "  (10 full listings; ops/s = entries/s, p99 = per listing), rename, unlink."
-    echo "  FUSE targets sleep ${SETTLE_MS} ms before each phase so the 1 s entry/attr"
-    echo "  caches (same lifetime in mergerfs and smoothfs) have expired: every op"
-    echo "  reaches the daemon."
+    echo "  Once per round for all targets together (\`metabench -i $META_BATCH\`): within"
+    echo "  each phase the targets take turns, $META_BATCH operations (one listing) at a"
+    echo "  time, the order rotating every turn; a target's ops/s is its operations over"
+    echo "  its own turns' time. All sleep ${SETTLE_MS} ms before each phase so the 1 s"
+    echo "  entry/attr caches (same lifetime in mergerfs and smoothfs) have expired:"
+    echo "  every op reaches the daemon."
     echo "- mergerfs: defaults except \`-o $MERGERFS_OPTS\` (its 4G default exceeds the"
     echo "  2 GiB tiers: every create would fail with ENOSPC)."
     echo "- $MPT_NOTE"
