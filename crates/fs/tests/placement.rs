@@ -20,6 +20,14 @@ fn dir(oid: Oid, path: &str) -> ObjectRec {
     ObjectRec::new(oid, kind::DIR, NO_SLOT, 0, path)
 }
 
+/// Places `n` new files named by `path(i)`, lower inodes from `ino0`.
+fn place_files(p: &Placement, n: u64, ino0: u64, path: impl Fn(u64) -> String) {
+    let m = OidMinter::new();
+    for i in 0..n {
+        p.placed(&file(m.mint(), 0, ino0 + i, &path(i))).unwrap();
+    }
+}
+
 fn open(meta: &Path) -> (Placement, smoothfs_fs::placement::ReplayReport) {
     Placement::open(meta, POOL).unwrap()
 }
@@ -374,6 +382,41 @@ fn moves_started_and_finished_before_the_crash_need_nothing() {
     assert_eq!(p.get(&oid).unwrap().slot, 0);
 }
 
+/// Runs the test `name` again in a child process with `env` set to `dir`
+/// (the child half writes there and SIGKILLs itself); returns how it ended.
+fn run_child(name: &str, env: &str, dir: &Path) -> std::process::ExitStatus {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--nocapture"])
+        .env(env, dir)
+        .status()
+        .unwrap()
+}
+
+/// SIGKILLs this process: what a crash leaves behind.
+fn kill_9() -> ! {
+    unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    unreachable!("SIGKILL did not kill the child")
+}
+
+/// The parent half of a kill -9 test: runs `name` as a child with `env` set
+/// to a fresh directory, checks that SIGKILL ended it, and reopens what it
+/// left there.
+fn reopen_after_kill(
+    name: &str,
+    env: &str,
+) -> (
+    tempfile::TempDir,
+    Placement,
+    smoothfs_fs::placement::ReplayReport,
+) {
+    use std::os::unix::process::ExitStatusExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let status = run_child(name, env, tmp.path());
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+    let (p, report) = open(tmp.path());
+    (tmp, p, report)
+}
+
 const CRASH_CHILD: &str = "SMOOTHFS_TEST_CRASH_CHILD";
 
 /// The child half of the kill -9 test: writes, then SIGKILLs itself.
@@ -399,8 +442,7 @@ fn crash_child(meta: &Path) -> ! {
         ))
         .unwrap();
     }
-    unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
-    unreachable!("SIGKILL did not kill the child")
+    kill_9()
 }
 
 #[test]
@@ -408,20 +450,8 @@ fn kill_9_keeps_synced_and_synchronous_records() {
     if let Some(dir) = std::env::var_os(CRASH_CHILD) {
         crash_child(Path::new(&dir));
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let status = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "kill_9_keeps_synced_and_synchronous_records",
-            "--nocapture",
-        ])
-        .env(CRASH_CHILD, tmp.path())
-        .status()
-        .unwrap();
-    use std::os::unix::process::ExitStatusExt;
-    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
-
-    let (p, report) = open(tmp.path());
+    let (_tmp, p, report) =
+        reopen_after_kill("kill_9_keeps_synced_and_synchronous_records", CRASH_CHILD);
     for n in 0..100u8 {
         assert_eq!(p.by_path(&format!("synced{n}")).unwrap().oid, Oid([n; 16]));
     }
@@ -477,27 +507,17 @@ const OVERTAKEN: i32 = 3;
 /// h0..h49 synced, then SIGKILL.
 fn light_child(meta: &Path) -> ! {
     let (p, _) = open(meta);
-    let m = OidMinter::new();
-    for i in 0..100u64 {
-        p.placed(&file(m.mint(), 0, i + 1, &format!("f{i}")))
-            .unwrap();
-    }
+    place_files(&p, 100, 1, |i| format!("f{i}"));
     p.checkpoint().unwrap();
     let durable = p.counters().durable_checkpoints;
-    for i in 0..G_RECORDS {
-        p.placed(&file(m.mint(), 0, i + 1000, &g_path(i))).unwrap();
-    }
+    place_files(&p, G_RECORDS, 1000, g_path);
     p.light_checkpoint().unwrap();
-    for i in 0..50u64 {
-        p.placed(&file(m.mint(), 0, i + 2000, &format!("h{i}")))
-            .unwrap();
-    }
+    place_files(&p, 50, 100_000, |i| format!("h{i}"));
     p.sync().unwrap();
     if p.counters().durable_checkpoints != durable {
         std::process::exit(OVERTAKEN);
     }
-    unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
-    unreachable!("SIGKILL did not kill the child")
+    kill_9()
 }
 
 /// S4.5: a light checkpoint commits the index without fsync and deletes no
@@ -511,15 +531,11 @@ fn kill_9_after_a_light_checkpoint_replays_from_the_durable_one() {
     use std::os::unix::process::ExitStatusExt;
     for attempt in 1..=3 {
         let tmp = tempfile::tempdir().unwrap();
-        let status = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "kill_9_after_a_light_checkpoint_replays_from_the_durable_one",
-                "--nocapture",
-            ])
-            .env(LIGHT_CHILD, tmp.path())
-            .status()
-            .unwrap();
+        let status = run_child(
+            "kill_9_after_a_light_checkpoint_replays_from_the_durable_one",
+            LIGHT_CHILD,
+            tmp.path(),
+        );
         if status.code() == Some(OVERTAKEN) && attempt < 3 {
             continue;
         }
@@ -548,14 +564,9 @@ const STORM_CHILD: &str = "SMOOTHFS_TEST_STORM_CHILD";
 /// (light checkpoints every 256), then 2.5 s of quiet, then SIGKILL.
 fn storm_child(meta: &Path) -> ! {
     let (p, _) = open(meta);
-    let m = OidMinter::new();
-    for i in 0..2000u64 {
-        p.placed(&file(m.mint(), 0, i + 1, &format!("s{i}")))
-            .unwrap();
-    }
+    place_files(&p, 2000, 1, |i| format!("s{i}"));
     std::thread::sleep(std::time::Duration::from_millis(2500));
-    unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
-    unreachable!("SIGKILL did not kill the child")
+    kill_9()
 }
 
 /// S4.5/A2: light checkpoints during a create storm are followed by a
@@ -566,19 +577,10 @@ fn a_storm_is_durably_checkpointed_within_seconds() {
     if let Some(dir) = std::env::var_os(STORM_CHILD) {
         storm_child(Path::new(&dir));
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let status = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "a_storm_is_durably_checkpointed_within_seconds",
-            "--nocapture",
-        ])
-        .env(STORM_CHILD, tmp.path())
-        .status()
-        .unwrap();
-    use std::os::unix::process::ExitStatusExt;
-    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
-    let (p, report) = open(tmp.path());
+    let (_tmp, p, report) = reopen_after_kill(
+        "a_storm_is_durably_checkpointed_within_seconds",
+        STORM_CHILD,
+    );
     assert_eq!(report.records_applied, 0, "{report:?}");
     for i in 0..2000 {
         assert!(p.by_path(&format!("s{i}")).is_some(), "s{i} lost");
@@ -591,12 +593,8 @@ fn a_storm_is_durably_checkpointed_within_seconds() {
 fn a_storm_takes_light_checkpoints_and_few_durable_ones() {
     let tmp = tempfile::tempdir().unwrap();
     let (p, _) = open(tmp.path());
-    let m = OidMinter::new();
     let t = Instant::now();
-    for i in 0..5000u64 {
-        p.placed(&file(m.mint(), 0, i + 1, &format!("s{i}")))
-            .unwrap();
-    }
+    place_files(&p, 5000, 1, |i| format!("s{i}"));
     // Let the flusher catch up with the last kick.
     std::thread::sleep(std::time::Duration::from_millis(300));
     let c = p.counters();
