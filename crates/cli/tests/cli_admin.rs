@@ -254,6 +254,36 @@ fn s15_quiesce_reconcile_and_prune() {
     sf_fails(pn, &["reconcile", "--reason", &long], 1);
 }
 
+/// S4.5 through the mount: a burst of creates takes light checkpoints on the
+/// record count and a durable one within seconds; STATUS counts both.
+#[test]
+fn status_counts_light_and_durable_checkpoints() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let p = TwoTierPool::new("ext4", "ext4", "");
+    let pn = p.pool.name();
+    fs::create_dir(p.mnt("burst")).unwrap();
+    for i in 0..1000 {
+        fs::File::create(p.mnt(format!("burst/f{i}"))).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let st = loop {
+        let st = sf_json(pn, &["status", "--json"]);
+        let all = st["journal_checkpoints_total"].as_u64().unwrap();
+        let durable = st["journal_durable_checkpoints_total"].as_u64().unwrap();
+        assert!(durable <= all, "{st}");
+        // 1001 records: several checkpoints, at least one durable.
+        if all >= 2 && durable >= 1 {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "no durable checkpoint: {st}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(st["journal_flusher_errors"], 0, "{st}");
+    assert_eq!(fs::read_dir(p.mnt("burst")).unwrap().count(), 1000);
+}
+
 // ---------------------------------------------------------------------------
 // tier list / down / resume
 // ---------------------------------------------------------------------------
