@@ -47,20 +47,24 @@ macro_rules! both_modes {
     };
 }
 
+/// Creates (or truncates) `path` and opens it read-write with O_DIRECT.
+fn create_direct(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+}
+
 fn o_direct_round_trip(extra_opts: &str) {
     let p = TwoTierPool::new("ext4", "ext4", extra_opts);
     let path = p.mnt("direct.bin");
     let mut out = aligned(256); // 1 MiB
     bytes_mut(&mut out).copy_from_slice(&pattern(256 * 4096, 41));
 
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(&path)
-        .unwrap_or_else(|e| panic!("open O_DIRECT ({extra_opts:?}): {e}"));
+    let f = create_direct(&path).unwrap_or_else(|e| panic!("open O_DIRECT ({extra_opts:?}): {e}"));
     f.write_all_at(bytes(&out), 0).unwrap();
     // A second aligned write at a 4096-aligned offset past the first.
     f.write_all_at(&bytes(&out)[..8192], 1 << 20).unwrap();
@@ -153,14 +157,7 @@ fn o_direct_split_and_concurrent_io_with_passthrough_off() {
     }
     let p = TwoTierPool::new("ext4", "ext4", "passthrough=off");
     let path = p.mnt("async.bin");
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(&path)
-        .unwrap();
+    let f = create_direct(&path).unwrap();
     // 4 MiB in one call: four 1 MiB requests (max_write), file-extending.
     let mut big = aligned(1024);
     bytes_mut(&mut big).copy_from_slice(&pattern(1024 * 4096, 7));
