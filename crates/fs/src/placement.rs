@@ -224,10 +224,10 @@ struct Order {
     since_checkpoint: u64,
     last_checkpoint: Instant,
     /// Records since the last durable checkpoint, and when it was taken.
+    /// More records since it than since the last checkpoint of any kind
+    /// means a light one (or a failed durable one) came in between.
     since_durable: u64,
     last_durable: Instant,
-    /// A light checkpoint was taken since the last durable one.
-    light_since_durable: bool,
 }
 
 #[derive(Default)]
@@ -326,7 +326,6 @@ impl Placement {
                 last_checkpoint: Instant::now(),
                 since_durable: 0,
                 last_durable: Instant::now(),
-                light_since_durable: false,
             }),
             checkpoint_lock: Mutex::new(()),
             ctl: Mutex::new(FlusherCtl::default()),
@@ -750,7 +749,6 @@ impl Shared {
         };
         if !durable {
             self.index.commit_frozen(frozen, Commit::Light(seq))?;
-            self.order.lock().light_since_durable = true;
             self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
@@ -764,7 +762,6 @@ impl Shared {
             let mut order = self.order.lock();
             order.since_durable = order.since_durable.saturating_sub(covered);
             order.last_durable = Instant::now();
-            order.light_since_durable = false;
         }
         self.journal.rotate_if_larger(CHECKPOINT_ROTATE_BYTES)?;
         self.journal.append(
@@ -828,7 +825,8 @@ impl Shared {
         let (durable, light) = {
             let order = self.order.lock();
             let since_durable = order.last_durable.elapsed();
-            let busy = order.light_since_durable || order.since_durable >= CHECKPOINT_RECORDS;
+            let busy = order.since_durable > order.since_checkpoint
+                || order.since_durable >= CHECKPOINT_RECORDS;
             let durable = order.since_durable > 0
                 && ((busy && since_durable >= DURABLE_CHECKPOINT_INTERVAL)
                     || since_durable >= CHECKPOINT_INTERVAL);
