@@ -538,9 +538,19 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Deletes the object and every key pointing at it; keeps (oid -> gen).
-    fn tombstone(&mut self, oid: &Oid, gen_: u32, now: u64) -> Result<()> {
-        if let Some(rec) = self.get(oid)? {
+    /// Deletes the object and every key pointing at it, and also releases
+    /// `name` (an unlinked name the object may no longer list); keeps
+    /// (oid -> gen).
+    fn tombstone(&mut self, oid: &Oid, gen_: u32, now: u64, name: Option<&str>) -> Result<()> {
+        let live = self.get(oid)?;
+        if let Some(n) = name
+            && !live
+                .as_ref()
+                .is_some_and(|rec| rec.nlink_names.iter().any(|x| x == n))
+        {
+            self.release_path(n, oid)?;
+        }
+        if let Some(rec) = &live {
             for n in &rec.nlink_names {
                 self.release_path(n, oid)?;
             }
@@ -549,10 +559,16 @@ impl Tx<'_> {
                 self.ov.by_ino.insert(oid.ino(), None);
             }
             self.ov.objects.insert(oid.0, None);
-            self.ov.moving.insert(oid.0, None);
+            // `moving` holds exactly the objects not in `placed` (it is
+            // written with the state by Record::Move only).
+            if rec.movement_state != state::PLACED {
+                self.ov.moving.insert(oid.0, None);
+            }
             self.ov.staged.insert(oid.0, None);
         }
-        if self.tomb_get(oid)?.is_none() {
+        // A live object has no tombstone (PLACED clears it), so only an
+        // unknown OID needs the check that keeps an older tombstone.
+        if live.is_some() || self.tomb_get(oid)?.is_none() {
             self.ov.tombstones.insert(oid.0, Some((gen_, now)));
             self.ov.tomb_expiry.insert((now, oid.0), Some(()));
         }
@@ -734,7 +750,10 @@ impl Tx<'_> {
                 remaining_links,
                 path,
             } => {
-                if let Some(mut obj) = self.get(oid)? {
+                if *remaining_links == 0 {
+                    // The last name: the tombstone releases it with the rest.
+                    self.tombstone(oid, *gen_, now, Some(path))?;
+                } else if let Some(mut obj) = self.get(oid)? {
                     let before = obj.nlink_names.len();
                     obj.nlink_names.retain(|n| n != path);
                     if obj.nlink_names.len() != before {
@@ -742,9 +761,6 @@ impl Tx<'_> {
                         self.put(&obj)?;
                     }
                     self.release_path(path, oid)?;
-                }
-                if *remaining_links == 0 {
-                    self.tombstone(oid, *gen_, now)?;
                 }
             }
             Record::Rename {
@@ -759,7 +775,7 @@ impl Tx<'_> {
                 {
                     victim.nlink_names.retain(|n| n != new_path);
                     if victim.nlink_names.is_empty() {
-                        self.tombstone(r, victim.r#gen, now)?;
+                        self.tombstone(r, victim.r#gen, now, None)?;
                     } else {
                         victim.rel_path = victim.nlink_names[0].clone();
                         self.put(&victim)?;

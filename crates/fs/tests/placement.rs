@@ -684,6 +684,42 @@ fn last_unlink_tombstones_with_generation_and_placed_revives() {
 }
 
 #[test]
+fn last_unlink_of_a_moving_object_forgets_the_move_and_every_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (p, _) = open(tmp.path());
+    let (m, q) = (Oid([9; 16]), Oid([10; 16]));
+    p.placed(&file(m, 0, 90, "m")).unwrap();
+    p.link(&m, "m2").unwrap();
+    p.move_state(&m, state::COPY_IN_PROGRESS, 0, 1, 7, "promote")
+        .unwrap();
+    p.placed(&file(q, 0, 91, "q")).unwrap();
+    // The last name goes while the object is mid-move: every name, the
+    // movement row and the lower inode go with it; the other object stays.
+    p.unlink(&m, 0, 1, "m").unwrap();
+    p.unlink(&m, 0, 0, "m2").unwrap();
+    let gone = |p: &Placement| {
+        assert!(p.get(&m).is_none() && p.by_path("m").is_none() && p.by_path("m2").is_none());
+        assert!(p.by_lower(0, 90).is_none());
+        assert_eq!(p.tombstone(&m), Some(0));
+        assert_eq!(p.by_path("q").unwrap().oid, q);
+    };
+    gone(&p);
+    p.close().unwrap();
+    let (p, report) = open(tmp.path());
+    gone(&p);
+    assert!(
+        report.normalised.is_empty(),
+        "no move left to resolve: {report:?}"
+    );
+    // Restored from a backup, the OID comes back placed, not mid-move.
+    p.placed(&file(m, 0, 92, "m")).unwrap();
+    p.close().unwrap();
+    let (p, report) = open(tmp.path());
+    assert!(report.normalised.is_empty(), "a stale move row: {report:?}");
+    assert_eq!(p.get(&m).unwrap().movement_state, state::PLACED);
+}
+
+#[test]
 fn replacing_rename_is_synchronous_and_tombstones_the_target() {
     let tmp = tempfile::tempdir().unwrap();
     let (p, _) = open(tmp.path());
