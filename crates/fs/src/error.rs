@@ -73,36 +73,14 @@ impl From<rustix::io::Errno> for Error {
 }
 
 pub fn errno_name(errno: i32) -> &'static str {
-    match errno {
-        libc::EPERM => "EPERM",
-        libc::ENOENT => "ENOENT",
-        libc::EIO => "EIO",
-        libc::E2BIG => "E2BIG",
-        libc::EBADF => "EBADF",
-        libc::EAGAIN => "EAGAIN",
-        libc::ENOMEM => "ENOMEM",
-        libc::EACCES => "EACCES",
-        libc::EBUSY => "EBUSY",
-        libc::EEXIST => "EEXIST",
-        libc::EXDEV => "EXDEV",
-        libc::ENODEV => "ENODEV",
-        libc::ENOTDIR => "ENOTDIR",
-        libc::EISDIR => "EISDIR",
-        libc::EINVAL => "EINVAL",
-        libc::ENOSPC => "ENOSPC",
-        libc::EROFS => "EROFS",
-        libc::EMLINK => "EMLINK",
-        libc::ENAMETOOLONG => "ENAMETOOLONG",
-        libc::ENOSYS => "ENOSYS",
-        libc::ENOTEMPTY => "ENOTEMPTY",
-        libc::ENODATA => "ENODATA",
-        libc::EOPNOTSUPP => "EOPNOTSUPP",
-        libc::ESTALE => "ESTALE",
-        libc::EPROTONOSUPPORT => "EPROTONOSUPPORT",
-        libc::EMSGSIZE => "EMSGSIZE",
-        libc::ETIMEDOUT => "ETIMEDOUT",
-        libc::EDQUOT => "EDQUOT",
-        libc::ELOOP => "ELOOP",
-        _ => "EUNKNOWN",
+    smoothfs_uapi::error::errno_str(errno).unwrap_or("EUNKNOWN")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn errno_names_come_from_the_uapi_list() {
+        assert_eq!(super::errno_name(libc::ENOTEMPTY), "ENOTEMPTY");
+        assert_eq!(super::errno_name(4095), "EUNKNOWN");
     }
 }

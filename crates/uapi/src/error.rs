@@ -107,9 +107,9 @@ impl From<rustix::io::Errno> for Error {
     }
 }
 
-/// The Linux name of an errno (`EINVAL`), or `errno N` for ones not listed.
-pub fn errno_name(errno: i32) -> String {
-    let name = match errno {
+/// The Linux name of an errno (`EINVAL`), if it is one smoothfs uses.
+pub fn errno_str(errno: i32) -> Option<&'static str> {
+    Some(match errno {
         libc::EPERM => "EPERM",
         libc::ENOENT => "ENOENT",
         libc::EIO => "EIO",
@@ -143,7 +143,27 @@ pub fn errno_name(errno: i32) -> String {
         libc::ECONNREFUSED => "ECONNREFUSED",
         libc::ESTALE => "ESTALE",
         libc::ECANCELED => "ECANCELED",
-        _ => return format!("errno {errno}"),
-    };
-    name.to_string()
+        libc::EDQUOT => "EDQUOT",
+        libc::ELOOP => "ELOOP",
+        _ => return None,
+    })
+}
+
+/// The Linux name of an errno (`EINVAL`), or `errno N` for ones not listed.
+pub fn errno_name(errno: i32) -> String {
+    errno_str(errno).map_or_else(|| format!("errno {errno}"), str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errno_names() {
+        assert_eq!(errno_name(libc::EINVAL), "EINVAL");
+        assert_eq!(errno_name(libc::ELOOP), "ELOOP");
+        assert_eq!(errno_str(libc::EDQUOT), Some("EDQUOT"));
+        assert_eq!(errno_str(4095), None);
+        assert_eq!(errno_name(4095), "errno 4095");
+    }
 }
