@@ -868,7 +868,7 @@ impl Control {
             }
         }
         if st.is_none() {
-            st = node.and_then(|n| n.attr);
+            st = node.and_then(|n| n.attr).map(|a| a.to_stat());
         }
         let (size, mtime_ns, uid, nlink) = match (st, rec) {
             (Some(s), _) => (

@@ -711,7 +711,7 @@ impl Namespace {
         // Step 4: swap the lower.
         if let Some(n) = self.nodes.write().get_mut(&oid.ino()) {
             n.rank = Some(dest);
-            n.attr = Some(dst_ino);
+            n.attr = Some(crate::namespace::NodeAttr::from(&dst_ino));
         }
         let gen_ = live.cutover_gen.fetch_add(1, Ordering::AcqRel) + 1;
         {

@@ -172,7 +172,77 @@ pub struct Node {
     /// Kernel lookup count (FUSE forget protocol).
     pub lookups: u64,
     /// Last attributes seen, answered while the tier is metadata-inactive.
-    pub attr: Option<libc::stat>,
+    pub attr: Option<NodeAttr>,
+}
+
+/// The attributes a node keeps between requests: the fields of a
+/// `libc::stat` that replies and movement use, in 76 bytes instead of 144.
+/// There is one per inode the kernel holds, so this is most of the data
+/// plane's memory per resident object (S28 N8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeAttr {
+    size: i64,
+    blocks: i64,
+    atime: i64,
+    mtime: i64,
+    ctime: i64,
+    atime_ns: u32,
+    mtime_ns: u32,
+    ctime_ns: u32,
+    mode: u32,
+    nlink: u32,
+    uid: u32,
+    gid: u32,
+    rdev: u32,
+    blksize: u32,
+}
+
+impl From<&libc::stat> for NodeAttr {
+    fn from(st: &libc::stat) -> NodeAttr {
+        // Nanoseconds are < 1e9; link counts and device numbers above
+        // u32 are saturated (FUSE replies carry 32 bits of each).
+        let ns = |v: i64| u32::try_from(v).unwrap_or(0);
+        NodeAttr {
+            size: st.st_size,
+            blocks: st.st_blocks,
+            atime: st.st_atime,
+            mtime: st.st_mtime,
+            ctime: st.st_ctime,
+            atime_ns: ns(st.st_atime_nsec),
+            mtime_ns: ns(st.st_mtime_nsec),
+            ctime_ns: ns(st.st_ctime_nsec),
+            mode: st.st_mode,
+            nlink: u32::try_from(st.st_nlink).unwrap_or(u32::MAX),
+            uid: st.st_uid,
+            gid: st.st_gid,
+            rdev: u32::try_from(st.st_rdev).unwrap_or(u32::MAX),
+            blksize: u32::try_from(st.st_blksize).unwrap_or(4096),
+        }
+    }
+}
+
+impl NodeAttr {
+    /// Back to a `libc::stat`; fields not kept (`st_dev`, `st_ino`: the
+    /// caller sets the pool's) are zero.
+    pub fn to_stat(&self) -> libc::stat {
+        // SAFETY: libc::stat is plain old data; all-zero is a valid value.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        st.st_size = self.size;
+        st.st_blocks = self.blocks;
+        st.st_atime = self.atime;
+        st.st_mtime = self.mtime;
+        st.st_ctime = self.ctime;
+        st.st_atime_nsec = i64::from(self.atime_ns);
+        st.st_mtime_nsec = i64::from(self.mtime_ns);
+        st.st_ctime_nsec = i64::from(self.ctime_ns);
+        st.st_mode = self.mode;
+        st.st_nlink = libc::nlink_t::from(self.nlink);
+        st.st_uid = self.uid;
+        st.st_gid = self.gid;
+        st.st_rdev = libc::dev_t::from(self.rdev);
+        st.st_blksize = libc::blksize_t::from(self.blksize);
+        st
+    }
 }
 
 /// What lookup/create return: the node id (= st_ino), generation and attributes.
@@ -444,7 +514,7 @@ impl Namespace {
                     rel_path: rel,
                     rank: r.or(rank),
                     lookups: 0,
-                    attr: Some(st),
+                    attr: Some(NodeAttr::from(&st)),
                 };
                 self.nodes.write().entry(ino).or_insert(node.clone());
                 Ok(node)
@@ -482,7 +552,7 @@ impl Namespace {
         n.rank = rank;
         n.generation = gen_;
         n.kind = kind;
-        n.attr = Some(st);
+        n.attr = Some(NodeAttr::from(&st));
         if ino != ROOT_INO {
             n.lookups += 1;
         }
@@ -891,7 +961,7 @@ impl Namespace {
         let mut st = self.stat_node(&node)?;
         st.st_ino = ino;
         if let Some(n) = self.nodes.write().get_mut(&ino) {
-            n.attr = Some(st);
+            n.attr = Some(NodeAttr::from(&st));
         }
         Ok(st)
     }
@@ -919,10 +989,10 @@ impl Namespace {
             .ok_or_else(|| err!(libc::EIO, "object without tier"))?;
         self.check_tier_ok(rank)?;
         if !self.meta_active(rank)
-            && let Some(st) = node.attr
+            && let Some(a) = node.attr
         {
             bump(&self.counters.metadata_tier_skips);
-            return Ok(st);
+            return Ok(a.to_stat());
         }
         let (p, n) = split(&node.rel_path);
         let t = &self.tiers[rank as usize];
@@ -1928,7 +1998,7 @@ impl Namespace {
         attr.st_ino = ino;
         if let Some(nn) = self.nodes.write().get_mut(&ino) {
             nn.lookups += 1;
-            nn.attr = Some(st);
+            nn.attr = Some(NodeAttr::from(&st));
         }
         Ok(Entry {
             ino,
@@ -2266,5 +2336,70 @@ mod tests {
             libc::ENAMETOOLONG
         );
         assert!(check_name(OsStr::new("ok")).is_ok());
+    }
+
+    #[test]
+    fn node_attributes_keep_what_replies_use_in_less_memory() {
+        // SAFETY: libc::stat is plain old data; all-zero is a valid value.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        st.st_dev = 7;
+        st.st_ino = 42;
+        st.st_mode = libc::S_IFREG | 0o640;
+        st.st_nlink = 3;
+        st.st_uid = 1000;
+        st.st_gid = 100;
+        st.st_rdev = 0x0801;
+        st.st_size = 5 << 40;
+        st.st_blocks = 123;
+        st.st_blksize = 4096;
+        st.st_atime = -5;
+        st.st_atime_nsec = 1;
+        st.st_mtime = 1_700_000_000;
+        st.st_mtime_nsec = 999_999_999;
+        st.st_ctime = 1_700_000_001;
+        st.st_ctime_nsec = 2;
+        let back = NodeAttr::from(&st).to_stat();
+        let mut want = st;
+        want.st_dev = 0;
+        want.st_ino = 0;
+        assert_eq!(
+            (
+                back.st_dev,
+                back.st_ino,
+                back.st_mode,
+                back.st_nlink,
+                back.st_uid,
+                back.st_gid,
+                back.st_rdev,
+                back.st_size,
+                back.st_blocks,
+                back.st_blksize
+            ),
+            (
+                want.st_dev,
+                want.st_ino,
+                want.st_mode,
+                want.st_nlink,
+                want.st_uid,
+                want.st_gid,
+                want.st_rdev,
+                want.st_size,
+                want.st_blocks,
+                want.st_blksize
+            )
+        );
+        assert_eq!(
+            (
+                back.st_atime,
+                back.st_atime_nsec,
+                back.st_mtime,
+                back.st_mtime_nsec
+            ),
+            (-5, 1, 1_700_000_000, 999_999_999)
+        );
+        assert_eq!((back.st_ctime, back.st_ctime_nsec), (1_700_000_001, 2));
+        // One per inode the kernel holds (S28 N8).
+        assert!(std::mem::size_of::<Option<NodeAttr>>() <= 88);
+        assert!(std::mem::size_of::<Node>() <= 144);
     }
 }

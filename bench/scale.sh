@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# smoothfs scale benchmark (SPEC S28 N8 and N9):
+#
+#   N8  data-plane memory per resident object:
+#       (daemon RSS after looking up N files - RSS idle) / N, target < 1 KiB
+#   N9  mount time (to the helper's exit) of a pool holding N files against
+#       one holding SMALL files: t(N) - t(SMALL) <= 0.5 s and t(N) <= 2 s
+#
+#   bash bench/scale.sh                  (N=1000000, SMALL=1000)
+#   NFILES=200000 bash bench/scale.sh
+#
+# Each pool gets two fresh loop-backed ext4 tiers. The files are created
+# directly in tier 0 (empty, DIRS directories), then the pool is mounted and
+# every file is looked up through the mount (os.walk + stat), which indexes
+# them; the pool is unmounted cleanly and mounted ROUNDS more times, each
+# timed. The first mount (files present but not yet indexed) is reported too.
+#
+# Output: a table on stdout and, with WRITE_DOCS=1 (default), the "Scale"
+# section of docs/benchmarks.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+NFILES=${NFILES:-1000000}
+SMALL=${SMALL:-1000}
+DIRS=${DIRS:-1000}
+ROUNDS=${ROUNDS:-5}
+WRITE_DOCS=${WRITE_DOCS:-1}
+[ "$(id -u)" -eq 0 ] || { echo "bench/scale.sh needs root" >&2; exit 1; }
+command -v mkfs.ext4 >/dev/null || bash scripts/install-deps.sh
+
+log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
+log "building smoothfs (release)"
+cargo build --release --quiet -p smoothfs-cli --bin smoothfs
+SMOOTHFS=${CARGO_TARGET_DIR:-$PWD/target}/release/smoothfs
+
+WORK=$(mktemp -d /var/tmp/smoothfs-scalebench.XXXXXX)
+LOOPS=()
+MOUNTS=()
+cleanup() {
+  set +e
+  for ((i = ${#MOUNTS[@]} - 1; i >= 0; i--)); do
+    m=${MOUNTS[$i]}
+    mountpoint -q "$m" 2>/dev/null && { umount "$m" || umount -l "$m"; }
+  done
+  for _ in $(seq 1 50); do pgrep -f "pool=scalebench-" >/dev/null || break; sleep 0.1; done
+  for l in "${LOOPS[@]}"; do losetup -d "$l" 2>/dev/null; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+now() { date +%s.%N; }
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+daemon_pid() { pgrep -f "pool=$1,"; }
+wait_gone() { for _ in $(seq 1 200); do pgrep -f "pool=$1," >/dev/null || return 0; sleep 0.05; done; return 1; }
+
+# make_tiers NAME FILES: two ext4 tiers with enough inodes, FILES empty files
+# in DIRS directories of tier 0.
+make_tiers() {
+  local name=$1 files=$2 t
+  for t in t0 t1; do
+    local img="$WORK/$name-$t.img" dir="$WORK/$name-$t"
+    truncate -s 4G "$img"
+    mkfs.ext4 -q -F -N $((files + 100000)) -E lazy_itable_init=0,lazy_journal_init=0 "$img"
+    local dev
+    dev=$(losetup --direct-io=on -f --show "$img")
+    LOOPS+=("$dev")
+    mkdir -p "$dir"
+    mount "$dev" "$dir"
+    MOUNTS+=("$dir")
+  done
+  python3 - "$WORK/$name-t0/data" "$files" "$DIRS" <<'PY'
+import os, sys
+root, n, dirs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+dirs = max(1, min(dirs, n))
+for d in range(dirs):
+    os.makedirs(f"{root}/d{d:05}", exist_ok=True)
+for i in range(n):
+    fd = os.open(f"{root}/d{i % dirs:05}/f{i:08}", os.O_CREAT | os.O_WRONLY, 0o644)
+    os.close(fd)
+PY
+  sync
+}
+
+# mount_timed NAME UUID: mounts the pool, prints the helper's wall time in s.
+mount_timed() {
+  local name=$1 uuid=$2 mnt="$WORK/$1-mnt" a b
+  mkdir -p "$mnt"
+  sync
+  echo 3 >/proc/sys/vm/drop_caches
+  a=$(now)
+  "$SMOOTHFS" mount -o "pool=scalebench-$name,uuid=$uuid,tiers=$WORK/$name-t0:$WORK/$name-t1" \
+    none "$mnt" >>"$WORK/$name.log" 2>&1 || { cat "$WORK/$name.log" >&2; exit 1; }
+  b=$(now)
+  mountpoint -q "$mnt" || { echo "scalebench-$name: not mounted" >&2; exit 1; }
+  python3 -c "print(f'{$b - $a:.3f}')"
+}
+
+unmount_pool() {
+  umount "$WORK/$1-mnt"
+  wait_gone "scalebench-$1" || { echo "scalebench-$1: daemon did not exit" >&2; exit 1; }
+}
+
+# run_case NAME FILES: prints "first_mount rss_idle_kib rss_after_kib looked_up remount..."
+run_case() {
+  local name=$1 files=$2 uuid first pid idle after seen r out=()
+  uuid=$(cat /proc/sys/kernel/random/uuid)
+  log "$name: creating $files files in tier 0"
+  make_tiers "$name" "$files"
+  MOUNTS+=("$WORK/$name-mnt")
+  first=$(mount_timed "$name" "$uuid")
+  pid=$(daemon_pid "scalebench-$name")
+  sleep 1
+  idle=$(rss_kib "$pid")
+  log "$name: first mount ${first} s; looking up every file through the mount"
+  seen=$(python3 - "$WORK/$name-mnt/data" <<'PY'
+import os, sys
+n = 0
+for d, _, files in os.walk(sys.argv[1]):
+    for f in files:
+        os.stat(os.path.join(d, f))
+        n += 1
+print(n)
+PY
+)
+  after=$(rss_kib "$pid")
+  [ "$seen" -eq "$files" ] || { echo "$name: looked up $seen files, expected $files" >&2; exit 1; }
+  unmount_pool "$name"
+  for r in $(seq 1 "$ROUNDS"); do
+    out+=("$(mount_timed "$name" "$uuid")")
+    unmount_pool "$name"
+  done
+  log "$name: remounts ${out[*]} s; RSS idle ${idle} KiB, after lookups ${after} KiB"
+  echo "$first $idle $after $seen ${out[*]}"
+}
+
+run_case small "$SMALL" >"$WORK/small.res"
+run_case large "$NFILES" >"$WORK/large.res"
+
+md=$(python3 - "$SMALL" "$NFILES" "$WORK/small.res" "$WORK/large.res" <<'PY'
+import statistics, sys
+small, large, fs, fl = sys.argv[1:]
+def parse(path):
+    v = open(path).read().split()
+    return {"first": float(v[0]), "idle": int(v[1]), "after": int(v[2]), "seen": int(v[3]),
+            "mounts": [float(x) for x in v[4:]]}
+s, l = parse(fs), parse(fl)
+ts, tl = statistics.median(s["mounts"]), statistics.median(l["mounts"])
+per_obj = (l["after"] - l["idle"]) * 1024 / l["seen"]
+ok = lambda c: "yes" if c else "**no**"
+print(f"| id | measure | {small} files | {large} files | result | target | met |")
+print("|---|---|---:|---:|---|---|---|")
+print(f"| N8 | daemon RSS, KiB: idle / after looking up every file | {s['idle']} / {s['after']} "
+      f"| {l['idle']} / {l['after']} | {per_obj:.0f} bytes per object | < 1024 | {ok(per_obj < 1024)} |")
+print(f"| N9 | mount time, median of the remounts (s) | {ts:.3f} | {tl:.3f} "
+      f"| difference {tl - ts:.3f} s | ≤ 0.5 s, and ≤ 2 s | {ok(tl - ts <= 0.5 and tl <= 2)} |")
+print(f"| - | first mount, files not yet indexed (s) | {s['first']:.3f} | {l['first']:.3f} | | reported | |")
+print(f"| - | each remount (s) | {' '.join(f'{x:.3f}' for x in s['mounts'])} "
+      f"| {' '.join(f'{x:.3f}' for x in l['mounts'])} | | | |")
+PY
+)
+echo "$md"
+
+if [ "$WRITE_DOCS" = 1 ]; then
+  python3 - "$md" "$SMALL" "$NFILES" "$DIRS" "$ROUNDS" <<'PY'
+import datetime, os, re, subprocess, sys
+md, small, large, dirs, rounds = sys.argv[1:]
+doc = "docs/benchmarks.md"
+text = open(doc).read() if os.path.exists(doc) else "# Benchmarks\n"
+kernel = subprocess.run(["uname", "-r"], capture_output=True, text=True).stdout.strip()
+mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1 << 30)
+section = f"""## Scale (bench/scale.sh)
+
+{datetime.date.today()}, {os.cpu_count()} CPUs, {mem} GiB, kernel {kernel};
+two loop-backed ext4 tiers per pool. A small pool ({small} files) and a
+large one ({large} files), empty files in {dirs} directories created
+directly in tier 0, then looked up once through the mount (`os.walk` and
+`stat` of each), which indexes them; then {rounds} clean remounts of each,
+timed to the mount helper's exit with a cold page cache. Command:
+`bash bench/scale.sh`.
+
+{md}
+"""
+pat = re.compile(r"## Scale \(bench/scale\.sh\).*?(?=\n## |\Z)", re.S)
+text = pat.sub(section.rstrip() + "\n", text) if pat.search(text) else text.rstrip() + "\n\n" + section
+open(doc, "w").write(text)
+PY
+  log "docs/benchmarks.md updated"
+fi
