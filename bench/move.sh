@@ -149,26 +149,13 @@ EOF
 )
 echo "$table"
 if [ "$WRITE_DOCS" = 1 ]; then
-  python3 - "$table" "$ROUNDS" "$NFILES" "$FILE_MIB" <<'PY'
-import os, re, subprocess, sys, datetime
-table, rounds, n, mib = sys.argv[1:]
-doc = "docs/benchmarks.md"
-text = open(doc).read() if os.path.exists(doc) else "# Benchmarks\n"
-kernel = subprocess.run(["uname", "-r"], capture_output=True, text=True).stdout.strip()
-mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1 << 30)
-section = f"""## Movement (bench/move.sh)
+  python3 bench/docsection.py "Movement (bench/move.sh)" <<EOF
+two loop-backed ext4 tiers; $NFILES files x $FILE_MIB MiB moved with \`smoothfs
+move\` (copy, fsync, BLAKE3 verify of staging and source, cutover, cleanup)
+vs \`cp\` + \`sync -f\` of the same files between the same filesystems; cold
+cache, interleaved, median of $ROUNDS. Command: \`bash bench/move.sh\`.
 
-{datetime.date.today()}, {os.cpu_count()} CPUs, {mem} GiB, kernel {kernel};
-two loop-backed ext4 tiers; {n} files x {mib} MiB moved with `smoothfs
-move` (copy, fsync, BLAKE3 verify of staging and source, cutover, cleanup)
-vs `cp` + `sync -f` of the same files between the same filesystems; cold
-cache, interleaved, median of {rounds}. Command: `bash bench/move.sh`.
-
-{table}
-"""
-pat = re.compile(r"## Movement \(bench/move\.sh\).*?(?=\n## |\Z)", re.S)
-text = pat.sub(section.rstrip() + "\n", text) if pat.search(text) else text.rstrip() + "\n\n" + section
-open(doc, "w").write(text)
-PY
+$table
+EOF
   log "docs/benchmarks.md updated"
 fi

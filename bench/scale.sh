@@ -11,9 +11,9 @@
 #
 # Each pool gets two fresh loop-backed ext4 tiers. The files are created
 # directly in tier 0 (empty, DIRS directories), then the pool is mounted and
-# every file is looked up through the mount (os.walk + stat), which indexes
-# them; the pool is unmounted cleanly and mounted ROUNDS more times, each
-# timed. The first mount (files present but not yet indexed) is reported too.
+# every file is looked up through the mount (os.walk + stat; the pool
+# discovers and indexes them); the pool is unmounted cleanly and mounted
+# ROUNDS more times, each timed. The first mount (files present but not yet indexed) is reported too.
 #
 # Output: a table on stdout and, with WRITE_DOCS=1 (default), the "Scale"
 # section of docs/benchmarks.md.
@@ -160,28 +160,15 @@ PY
 echo "$md"
 
 if [ "$WRITE_DOCS" = 1 ]; then
-  python3 - "$md" "$SMALL" "$NFILES" "$DIRS" "$ROUNDS" <<'PY'
-import datetime, os, re, subprocess, sys
-md, small, large, dirs, rounds = sys.argv[1:]
-doc = "docs/benchmarks.md"
-text = open(doc).read() if os.path.exists(doc) else "# Benchmarks\n"
-kernel = subprocess.run(["uname", "-r"], capture_output=True, text=True).stdout.strip()
-mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1 << 30)
-section = f"""## Scale (bench/scale.sh)
+  python3 bench/docsection.py "Scale (bench/scale.sh)" <<EOF
+two loop-backed ext4 tiers per pool. A small pool ($SMALL files) and a
+large one ($NFILES files), empty files in $DIRS directories created
+directly in tier 0, then looked up once through the mount (\`os.walk\` and
+\`stat\` of each: the pool discovers and indexes them); then $ROUNDS clean
+remounts of each, timed to the mount helper's exit with a cold page cache.
+Command: \`bash bench/scale.sh\`.
 
-{datetime.date.today()}, {os.cpu_count()} CPUs, {mem} GiB, kernel {kernel};
-two loop-backed ext4 tiers per pool. A small pool ({small} files) and a
-large one ({large} files), empty files in {dirs} directories created
-directly in tier 0, then looked up once through the mount (`os.walk` and
-`stat` of each), which indexes them; then {rounds} clean remounts of each,
-timed to the mount helper's exit with a cold page cache. Command:
-`bash bench/scale.sh`.
-
-{md}
-"""
-pat = re.compile(r"## Scale \(bench/scale\.sh\).*?(?=\n## |\Z)", re.S)
-text = pat.sub(section.rstrip() + "\n", text) if pat.search(text) else text.rstrip() + "\n\n" + section
-open(doc, "w").write(text)
-PY
+$md
+EOF
   log "docs/benchmarks.md updated"
 fi
