@@ -547,14 +547,10 @@ impl Tx<'_> {
     /// `name` (an unlinked name the object may no longer list); keeps
     /// (oid -> gen).
     fn tombstone(&mut self, oid: &Oid, gen_: u32, now: u64, name: Option<&str>) -> Result<()> {
-        let live = self.get(oid)?;
-        if let Some(n) = name
-            && !live
-                .as_ref()
-                .is_some_and(|rec| rec.nlink_names.iter().any(|x| x == n))
-        {
+        if let Some(n) = name {
             self.release_path(n, oid)?;
         }
+        let live = self.get(oid)?;
         if let Some(rec) = &live {
             for n in &rec.nlink_names {
                 self.release_path(n, oid)?;

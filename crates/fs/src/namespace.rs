@@ -176,7 +176,7 @@ pub struct Node {
 }
 
 /// The attributes a node keeps between requests: the fields of a
-/// `libc::stat` that replies and movement use, in 76 bytes instead of 144.
+/// `libc::stat` that replies and movement use, in 80 bytes instead of 144.
 /// There is one per inode the kernel holds, so this is most of the data
 /// plane's memory per resident object (S28 N8).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -186,6 +186,7 @@ pub struct NodeAttr {
     atime: i64,
     mtime: i64,
     ctime: i64,
+    rdev: u64,
     atime_ns: u32,
     mtime_ns: u32,
     ctime_ns: u32,
@@ -193,14 +194,13 @@ pub struct NodeAttr {
     nlink: u32,
     uid: u32,
     gid: u32,
-    rdev: u32,
     blksize: u32,
 }
 
 impl From<&libc::stat> for NodeAttr {
     fn from(st: &libc::stat) -> NodeAttr {
-        // Nanoseconds are < 1e9; link counts and device numbers above
-        // u32 are saturated (FUSE replies carry 32 bits of each).
+        // Nanoseconds are < 1e9; a link count above u32 is saturated
+        // (FUSE replies carry 32 bits).
         let ns = |v: i64| u32::try_from(v).unwrap_or(0);
         NodeAttr {
             size: st.st_size,
@@ -215,7 +215,7 @@ impl From<&libc::stat> for NodeAttr {
             nlink: u32::try_from(st.st_nlink).unwrap_or(u32::MAX),
             uid: st.st_uid,
             gid: st.st_gid,
-            rdev: u32::try_from(st.st_rdev).unwrap_or(u32::MAX),
+            rdev: st.st_rdev,
             blksize: u32::try_from(st.st_blksize).unwrap_or(4096),
         }
     }
@@ -239,7 +239,7 @@ impl NodeAttr {
         st.st_nlink = libc::nlink_t::from(self.nlink);
         st.st_uid = self.uid;
         st.st_gid = self.gid;
-        st.st_rdev = libc::dev_t::from(self.rdev);
+        st.st_rdev = self.rdev;
         st.st_blksize = libc::blksize_t::from(self.blksize);
         st
     }
