@@ -22,33 +22,22 @@ WRITE_DOCS=${WRITE_DOCS:-1}
 [ "$(id -u)" -eq 0 ] || { echo "bench/cutover.sh needs root" >&2; exit 1; }
 command -v mkfs.ext4 >/dev/null || bash scripts/install-deps.sh
 
-log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
-log "building smoothfs (release)"
-cargo build --release --quiet -p smoothfs-cli --bin smoothfs
-SMOOTHFS=${CARGO_TARGET_DIR:-$PWD/target}/release/smoothfs
+. bench/lib.sh
+build_smoothfs
 
 WORK=$(mktemp -d /var/tmp/smoothfs-cutoverbench.XXXXXX)
 MNT="$WORK/mnt"
 POOL="cutoverbench-$$"
-LOOPS=()
 cleanup() {
   set +e
   if mountpoint -q "$MNT" 2>/dev/null; then umount "$MNT" || umount -l "$MNT"; fi
   for _ in $(seq 1 50); do pgrep -f "pool=$POOL," >/dev/null || break; sleep 0.1; done
-  for t in t0 t1; do mountpoint -q "$WORK/$t" && { umount "$WORK/$t" || umount -l "$WORK/$t"; }; done
-  for l in "${LOOPS[@]}"; do losetup -d "$l" 2>/dev/null; done
+  undo_loop_tiers
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-for t in t0 t1; do
-  truncate -s 1G "$WORK/$t.img"
-  mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$WORK/$t.img"
-  dev=$(losetup --direct-io=on -f --show "$WORK/$t.img")
-  LOOPS+=("$dev")
-  mkdir -p "$WORK/$t"
-  mount "$dev" "$WORK/$t"
-done
+for t in t0 t1; do loop_tier "$WORK/$t.img" "$WORK/$t" 1G; done
 mkdir -p "$MNT"
 "$SMOOTHFS" mount -o "pool=$POOL,uuid=$(cat /proc/sys/kernel/random/uuid),tiers=$WORK/t0:$WORK/t1,passthrough=off" \
   none "$MNT" >"$WORK/mount.log" 2>&1 || { cat "$WORK/mount.log" >&2; exit 1; }

@@ -27,34 +27,23 @@ WRITE_DOCS=${WRITE_DOCS:-1}
 [ "$(id -u)" -eq 0 ] || { echo "bench/move.sh needs root" >&2; exit 1; }
 command -v fio >/dev/null || bash scripts/install-deps.sh
 
-log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
-log "building smoothfs (release)"
-cargo build --release --quiet -p smoothfs-cli --bin smoothfs
-SMOOTHFS=${CARGO_TARGET_DIR:-$PWD/target}/release/smoothfs
+. bench/lib.sh
+build_smoothfs
 
 WORK=$(mktemp -d /var/tmp/smoothfs-movebench.XXXXXX)
 MNT="$WORK/mnt"
 DAEMON=""
-LOOPS=()
 cleanup() {
   set +e
   if mountpoint -q "$MNT" 2>/dev/null; then umount "$MNT" || umount -l "$MNT"; fi
   [ -n "$DAEMON" ] && wait "$DAEMON" 2>/dev/null
-  for t in t0 t1; do mountpoint -q "$WORK/$t" && { umount "$WORK/$t" || umount -l "$WORK/$t"; }; done
-  for l in "${LOOPS[@]}"; do losetup -d "$l" 2>/dev/null; done
+  undo_loop_tiers
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
 size_mib=$((NFILES * FILE_MIB * 2 + 1024))
-for t in t0 t1; do
-  truncate -s "${size_mib}M" "$WORK/$t.img"
-  mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$WORK/$t.img"
-  dev=$(losetup --direct-io=on -f --show "$WORK/$t.img")
-  LOOPS+=("$dev")
-  mkdir -p "$WORK/$t"
-  mount "$dev" "$WORK/$t"
-done
+for t in t0 t1; do loop_tier "$WORK/$t.img" "$WORK/$t" "${size_mib}M"; done
 mkdir -p "$MNT" "$WORK/t0/cp" "$WORK/t1/cp"
 uuid=$(cat /proc/sys/kernel/random/uuid)
 "$SMOOTHFS" mount -f -o "pool=movebench,uuid=$uuid,tiers=$WORK/t0:$WORK/t1" none "$MNT" \

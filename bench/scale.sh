@@ -27,22 +27,18 @@ WRITE_DOCS=${WRITE_DOCS:-1}
 [ "$(id -u)" -eq 0 ] || { echo "bench/scale.sh needs root" >&2; exit 1; }
 command -v mkfs.ext4 >/dev/null || bash scripts/install-deps.sh
 
-log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
-log "building smoothfs (release)"
-cargo build --release --quiet -p smoothfs-cli --bin smoothfs
-SMOOTHFS=${CARGO_TARGET_DIR:-$PWD/target}/release/smoothfs
+. bench/lib.sh
+build_smoothfs
 
 WORK=$(mktemp -d /var/tmp/smoothfs-scalebench.XXXXXX)
-LOOPS=()
-MOUNTS=()
 cleanup() {
   set +e
-  for ((i = ${#MOUNTS[@]} - 1; i >= 0; i--)); do
-    m=${MOUNTS[$i]}
-    mountpoint -q "$m" 2>/dev/null && { umount "$m" || umount -l "$m"; }
+  local m
+  for m in "$WORK"/*-mnt; do
+    if mountpoint -q "$m" 2>/dev/null; then umount "$m" || umount -l "$m"; fi
   done
   for _ in $(seq 1 50); do pgrep -f "pool=scalebench-" >/dev/null || break; sleep 0.1; done
-  for l in "${LOOPS[@]}"; do losetup -d "$l" 2>/dev/null; done
+  undo_loop_tiers
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -57,15 +53,7 @@ wait_gone() { for _ in $(seq 1 200); do pgrep -f "pool=$1," >/dev/null || return
 make_tiers() {
   local name=$1 files=$2 t
   for t in t0 t1; do
-    local img="$WORK/$name-$t.img" dir="$WORK/$name-$t"
-    truncate -s 4G "$img"
-    mkfs.ext4 -q -F -N $((files + 100000)) -E lazy_itable_init=0,lazy_journal_init=0 "$img"
-    local dev
-    dev=$(losetup --direct-io=on -f --show "$img")
-    LOOPS+=("$dev")
-    mkdir -p "$dir"
-    mount "$dev" "$dir"
-    MOUNTS+=("$dir")
+    loop_tier "$WORK/$name-$t.img" "$WORK/$name-$t" 4G -N $((files + 100000))
   done
   python3 - "$WORK/$name-t0/data" "$files" "$DIRS" <<'PY'
 import os, sys
@@ -105,7 +93,6 @@ run_case() {
   uuid=$(cat /proc/sys/kernel/random/uuid)
   log "$name: creating $files files in tier 0"
   make_tiers "$name" "$files"
-  MOUNTS+=("$WORK/$name-mnt")
   first=$(mount_timed "$name" "$uuid")
   pid=$(daemon_pid "scalebench-$name")
   sleep 1

@@ -1,0 +1,40 @@
+# Shared by the benchmark scripts that make their own loop-backed tiers
+# (move.sh, scale.sh, cutover.sh). Source it from the repository root.
+
+log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
+
+# build_smoothfs: release build of the CLI; sets SMOOTHFS to its path.
+build_smoothfs() {
+  log "building smoothfs (release)"
+  cargo build --release --quiet -p smoothfs-cli --bin smoothfs
+  SMOOTHFS=${CARGO_TARGET_DIR:-$PWD/target}/release/smoothfs
+}
+
+# What loop_tier made, for undo_loop_tiers. A script adds its pool's
+# mountpoint to BENCH_MOUNTS after its tiers, so it is unmounted first.
+BENCH_MOUNTS=()
+BENCH_LOOPS=()
+
+# loop_tier IMG DIR SIZE [mkfs.ext4 option...]: a fresh ext4 image on a
+# direct-I/O loop device, mounted at DIR.
+loop_tier() {
+  local img=$1 dir=$2 size=$3 dev
+  shift 3
+  truncate -s "$size" "$img"
+  mkfs.ext4 -q -F "$@" -E lazy_itable_init=0,lazy_journal_init=0 "$img"
+  dev=$(losetup --direct-io=on -f --show "$img")
+  BENCH_LOOPS+=("$dev")
+  mkdir -p "$dir"
+  mount "$dev" "$dir"
+  BENCH_MOUNTS+=("$dir")
+}
+
+# undo_loop_tiers: unmounts BENCH_MOUNTS, last first, and frees the loops.
+undo_loop_tiers() {
+  local i m l
+  for ((i = ${#BENCH_MOUNTS[@]} - 1; i >= 0; i--)); do
+    m=${BENCH_MOUNTS[$i]}
+    if mountpoint -q "$m" 2>/dev/null; then umount "$m" || umount -l "$m"; fi
+  done
+  for l in "${BENCH_LOOPS[@]}"; do losetup -d "$l" 2>/dev/null; done
+}
