@@ -412,6 +412,15 @@ fn controlplane_demotes_untouched_files_until_the_fast_tier_is_under_target() {
     assert!(m.contains(&line), "{line} missing from\n{m}");
     assert!(m.contains("smoothfs_tier_fill_ratio{"), "{m}");
     assert!(m.contains("smoothfs_pool_spill_creates_total{"), "{m}");
+    // Every tick that planned the moves above is timed.
+    let ticks: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("smoothfs_planner_tick_seconds_count "))
+        .unwrap_or_else(|| panic!("no tick count in\n{m}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(ticks >= 1, "{m}");
     let reader = Store::open(&db).unwrap();
     for rel in &demoted {
         let row = reader.object(&oid_of(&p.mnt(rel))).unwrap().unwrap();

@@ -641,6 +641,7 @@ fn planner_loop(shared: &Arc<Shared>) {
         shared.tick_requested.store(false, Ordering::SeqCst);
         let started = Instant::now();
         tick(shared);
+        shared.metrics.planner_tick(started.elapsed().as_secs_f64());
         shared
             .counters
             .planner_ticks
