@@ -480,3 +480,140 @@ fn a_default_acl_decides_the_create_mode_and_its_removal_is_seen_at_once() {
     cmd_ok("setfacl", &["-k", &d.to_string_lossy()]);
     assert_eq!(create("umasked-again"), 0o644);
 }
+
+const FS_IOC_GETFLAGS: libc::Ioctl = 0x8008_6601u32 as libc::Ioctl;
+const FS_IOC_SETFLAGS: libc::Ioctl = 0x4008_6602u32 as libc::Ioctl;
+const FS_IOC_FSGETXATTR: libc::Ioctl = 0x801c_581fu32 as libc::Ioctl;
+const FS_IOC_GETVERSION: libc::Ioctl = 0x8008_7601u32 as libc::Ioctl;
+const FS_NODUMP_FL: i32 = 0x40;
+const FS_IMMUTABLE_FL: i32 = 0x10;
+const FS_XFLAG_NODUMP: u32 = 0x80;
+
+fn inode_flags(path: &Path) -> io::Result<i32> {
+    let f = fs::File::open(path)?;
+    let mut flags = 0i32;
+    // SAFETY: a live fd and a pointer to an int, as FS_IOC_GETFLAGS takes.
+    let r = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            FS_IOC_GETFLAGS,
+            &mut flags,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(flags)
+}
+
+fn set_inode_flags(path: &Path, flags: i32) -> io::Result<()> {
+    let f = fs::File::open(path)?;
+    // SAFETY: as above.
+    let r = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&f), FS_IOC_SETFLAGS, &flags) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// S2.7/4: chattr/lsattr through the mount act on the authoritative lower
+/// (a directory's canonical copy); an immutable flag set through the mount
+/// holds against writes through it; other ioctls (isatty's TCGETS,
+/// FS_IOC_GETVERSION) fail with ENOTTY as on a regular file, and none of
+/// them puts a line in the daemon's log.
+#[test]
+fn inode_flag_ioctls_reach_the_lower_and_others_fail_enotty() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let p = TwoTierPool::new("ext4", "ext4", "");
+    fs::create_dir(p.mnt("d")).unwrap();
+    fs::write(p.mnt("d/f"), b"flagged").unwrap();
+    let lower = p.t0.join("d/f");
+    let before = inode_flags(&lower).unwrap();
+
+    // A file: set through the mount, seen on the lower and through the mount.
+    let flags = inode_flags(&p.mnt("d/f")).unwrap();
+    assert_eq!(flags, before, "the mount reports the lower's flags");
+    set_inode_flags(&p.mnt("d/f"), flags | FS_NODUMP_FL).unwrap();
+    assert_eq!(inode_flags(&lower).unwrap() & FS_NODUMP_FL, FS_NODUMP_FL);
+    assert_eq!(
+        inode_flags(&p.mnt("d/f")).unwrap() & FS_NODUMP_FL,
+        FS_NODUMP_FL
+    );
+    // FS_IOC_FSGETXATTR answers from the lower too (struct fsxattr).
+    let mut fsx = [0u8; 28];
+    let f = fs::File::open(p.mnt("d/f")).unwrap();
+    // SAFETY: a live fd and a 28-byte buffer, the size of struct fsxattr.
+    let r = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            FS_IOC_FSGETXATTR,
+            fsx.as_mut_ptr(),
+        )
+    };
+    assert_eq!(r, 0, "{}", io::Error::last_os_error());
+    let xflags = u32::from_ne_bytes(fsx[..4].try_into().unwrap());
+    assert_eq!(
+        xflags & FS_XFLAG_NODUMP,
+        FS_XFLAG_NODUMP,
+        "fsx_xflags {xflags:#x}"
+    );
+
+    // A directory: the canonical copy (tier 0) gets it.
+    let dflags = inode_flags(&p.mnt("d")).unwrap();
+    set_inode_flags(&p.mnt("d"), dflags | FS_NODUMP_FL).unwrap();
+    assert_eq!(
+        inode_flags(&p.t0.join("d")).unwrap() & FS_NODUMP_FL,
+        FS_NODUMP_FL
+    );
+
+    // The pool root: tier 0's root directory.
+    let rflags = inode_flags(p.pool.path()).unwrap();
+    assert_eq!(rflags, inode_flags(p.t0.path()).unwrap());
+    set_inode_flags(p.pool.path(), rflags | FS_NODUMP_FL).unwrap();
+    assert_eq!(
+        inode_flags(p.t0.path()).unwrap() & FS_NODUMP_FL,
+        FS_NODUMP_FL
+    );
+    set_inode_flags(p.pool.path(), rflags).unwrap();
+
+    // Immutable through the mount: writes through the mount fail EPERM,
+    // the bytes stay; clearing it lets them through again.
+    set_inode_flags(&p.mnt("d/f"), flags | FS_IMMUTABLE_FL).unwrap();
+    assert_errno(
+        fs::OpenOptions::new().append(true).open(p.mnt("d/f")),
+        libc::EPERM,
+        "open for append of an immutable file",
+    );
+    assert_eq!(fs::read(p.mnt("d/f")).unwrap(), b"flagged");
+    set_inode_flags(&p.mnt("d/f"), flags).unwrap();
+    fs::OpenOptions::new()
+        .append(true)
+        .open(p.mnt("d/f"))
+        .unwrap();
+    assert_eq!(
+        inode_flags(&lower).unwrap() & (FS_IMMUTABLE_FL | FS_NODUMP_FL),
+        0
+    );
+
+    // Every other command: ENOTTY, as a regular file answers.
+    let f = fs::File::open(p.mnt("d/f")).unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+    // SAFETY: isatty only issues TCGETS on the fd.
+    assert_eq!(unsafe { libc::isatty(fd) }, 0);
+    assert_eq!(
+        io::Error::last_os_error().raw_os_error(),
+        Some(libc::ENOTTY)
+    );
+    let mut version = 0i64;
+    // SAFETY: a live fd and a pointer to a long.
+    let r = unsafe { libc::ioctl(fd, FS_IOC_GETVERSION, &mut version) };
+    assert_eq!(r, -1);
+    assert_eq!(
+        io::Error::last_os_error().raw_os_error(),
+        Some(libc::ENOTTY)
+    );
+    let log = p.pool.log();
+    assert!(!log.contains("Not Implemented"), "{log}");
+}

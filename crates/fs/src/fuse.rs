@@ -19,16 +19,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
     AccessFlags, BackingId, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem,
-    FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
-    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
-    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    FopenFlags, Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags,
+    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty,
+    ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request,
+    TimeOrNow, WriteFlags,
 };
 use parking_lot::{Mutex, RwLock};
 use tracing::{debug, info, warn};
 
 use crate::error::Error;
 use crate::live::LiveObj;
-use crate::namespace::{self, Entry, KIND_DIR, KIND_FILE, KIND_SYMLINK, Namespace};
+use crate::namespace::{self, Entry, FileAttrIoctl, KIND_DIR, KIND_FILE, KIND_SYMLINK, Namespace};
 use crate::options::PassthroughMode;
 use crate::sys;
 
@@ -1363,6 +1364,40 @@ impl Filesystem for SmoothFs {
                 reply.ok()
             }
             Err(e) => reply.error(Errno::from(e)),
+        }
+    }
+
+    /// S2.7/4: the inode-flag ioctls go to the lower file; every other
+    /// command (`TCGETS` from isatty(3) is the common one) fails with
+    /// ENOTTY, as on a regular file, and without a log line.
+    #[allow(clippy::too_many_arguments)]
+    fn ioctl(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _flags: IoctlFlags,
+        cmd: u32,
+        in_data: &[u8],
+        out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        let Some(req) = FileAttrIoctl::from_cmd(cmd) else {
+            return reply.error(Errno::ENOTTY);
+        };
+        let mut arg = vec![0u8; req.arg_len()];
+        if req.sets() {
+            if in_data.len() < arg.len() {
+                return reply.error(Errno::EINVAL);
+            }
+            arg.copy_from_slice(&in_data[..req.arg_len()]);
+        } else if (out_size as usize) < arg.len() {
+            return reply.error(Errno::EINVAL);
+        }
+        match self.ns.fileattr_ioctl(ino.0, req, &mut arg) {
+            Ok(()) if req.sets() => reply.ioctl(0, &[]),
+            Ok(()) => reply.ioctl(0, &arg),
+            Err(e) => reply.error(errno(&e)),
         }
     }
 

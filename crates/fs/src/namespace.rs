@@ -33,6 +33,64 @@ pub const KIND_FILE: u8 = 1;
 pub const KIND_DIR: u8 = 2;
 pub const KIND_SYMLINK: u8 = 3;
 pub const KIND_OTHER: u8 = 4;
+
+/// The inode-flag ioctls forwarded to the lower file (S2.7/4). The kernel
+/// sends them (from `chattr`/`lsattr`, `xfs_io`, ...) through its file
+/// attribute calls; FICLONE, FICLONERANGE, FIDEDUPERANGE and FIEMAP never
+/// reach a FUSE daemon (docs/semantics.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileAttrIoctl {
+    GetFlags,
+    SetFlags,
+    FsGetXattr,
+    FsSetXattr,
+}
+
+/// `struct fsxattr`: 4 + 4 + 4 + 4 + 12 bytes.
+const FSXATTR_LEN: usize = 28;
+
+impl FileAttrIoctl {
+    const FS_IOC_GETFLAGS: u32 = 0x8008_6601;
+    const FS_IOC_SETFLAGS: u32 = 0x4008_6602;
+    const FS_IOC32_GETFLAGS: u32 = 0x8004_6601;
+    const FS_IOC32_SETFLAGS: u32 = 0x4004_6602;
+    const FS_IOC_FSGETXATTR: u32 = 0x801c_581f;
+    const FS_IOC_FSSETXATTR: u32 = 0x401c_5820;
+
+    /// The request a FUSE_IOCTL command number asks for, if it is one of these.
+    pub fn from_cmd(cmd: u32) -> Option<FileAttrIoctl> {
+        match cmd {
+            Self::FS_IOC_GETFLAGS | Self::FS_IOC32_GETFLAGS => Some(FileAttrIoctl::GetFlags),
+            Self::FS_IOC_SETFLAGS | Self::FS_IOC32_SETFLAGS => Some(FileAttrIoctl::SetFlags),
+            Self::FS_IOC_FSGETXATTR => Some(FileAttrIoctl::FsGetXattr),
+            Self::FS_IOC_FSSETXATTR => Some(FileAttrIoctl::FsSetXattr),
+            _ => None,
+        }
+    }
+
+    /// Whether it changes the lower inode.
+    pub fn sets(self) -> bool {
+        matches!(self, FileAttrIoctl::SetFlags | FileAttrIoctl::FsSetXattr)
+    }
+
+    /// Bytes of its argument: the flags are an `int` whatever the command
+    /// number's size field says.
+    pub fn arg_len(self) -> usize {
+        match self {
+            FileAttrIoctl::GetFlags | FileAttrIoctl::SetFlags => 4,
+            FileAttrIoctl::FsGetXattr | FileAttrIoctl::FsSetXattr => FSXATTR_LEN,
+        }
+    }
+
+    fn lower_cmd(self) -> u32 {
+        match self {
+            FileAttrIoctl::GetFlags => Self::FS_IOC_GETFLAGS,
+            FileAttrIoctl::SetFlags => Self::FS_IOC_SETFLAGS,
+            FileAttrIoctl::FsGetXattr => Self::FS_IOC_FSGETXATTR,
+            FileAttrIoctl::FsSetXattr => Self::FS_IOC_FSSETXATTR,
+        }
+    }
+}
 pub const SLOT_NONE: u8 = 0xFF;
 
 pub(crate) const OID_XATTR_C: &CStr = c"trusted.smoothfs.oid";
@@ -2155,6 +2213,44 @@ impl Namespace {
             self.dirs_changed();
         }
         r
+    }
+
+    /// Inode-flag ioctls (S2.7/4): `req` (one of [`FileAttrIoctl`]) on the
+    /// authoritative lower of `ino` (a directory's canonical copy), with
+    /// `arg` as the ioctl's argument, filled in by a get. Only regular
+    /// files and directories: the lower of a device node is never opened.
+    /// Privilege is the kernel's business: it checks ownership and
+    /// CAP_LINUX_IMMUTABLE before it forwards a set.
+    pub fn fileattr_ioctl(&self, ino: u64, req: FileAttrIoctl, arg: &mut [u8]) -> Result<()> {
+        if req.sets() {
+            self.check_writable()?;
+        }
+        let node = self.node(ino)?;
+        let dir = match node.kind {
+            KIND_DIR => true,
+            KIND_FILE => false,
+            _ => return Err(err!(libc::ENOTTY, "inode flags of a special file")),
+        };
+        if arg.len() < req.arg_len() {
+            return Err(err!(libc::EINVAL, "ioctl argument too short"));
+        }
+        let (d, n) = self.target_of(&node)?;
+        // The pool root's target is tier 0's root descriptor itself (an
+        // O_PATH one, which takes no ioctl): open it again as ".".
+        let name = if n.is_empty() {
+            OsStr::new(".")
+        } else {
+            n.as_os_str()
+        };
+        let flags = libc::O_RDONLY
+            | libc::O_NONBLOCK
+            | libc::O_NOATIME
+            | if dir { libc::O_DIRECTORY } else { 0 };
+        let fd = sys::openat_name(d.as_fd(), name, flags, 0).map_err(io_err(|| {
+            format!("open {:?} for its inode flags", node.rel_path)
+        }))?;
+        sys::ioctl_arg(fd.as_fd(), req.lower_cmd(), arg)
+            .map_err(io_err(|| format!("inode flags of {:?}", node.rel_path)))
     }
 
     // ---- readdir (S2.3) -------------------------------------------------------

@@ -306,6 +306,14 @@ pub fn fallocate(fd: BorrowedFd<'_>, mode: i32, off: u64, len: u64) -> io::Resul
         .map(drop)
 }
 
+/// `ioctl(fd, cmd, arg)` for a command whose argument is a buffer the
+/// kernel reads or fills; the caller sizes `arg` for `cmd`.
+pub fn ioctl_arg(fd: BorrowedFd<'_>, cmd: u32, arg: &mut [u8]) -> io::Result<()> {
+    // SAFETY: `arg` is a live, writable buffer at least as long as the
+    // argument of `cmd` (the caller's contract).
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), cmd as libc::Ioctl, arg.as_mut_ptr()) }).map(drop)
+}
+
 pub fn lseek(fd: BorrowedFd<'_>, off: i64, whence: i32) -> io::Result<i64> {
     let r = unsafe { libc::lseek(fd.as_raw_fd(), off, whence) };
     if r < 0 {
