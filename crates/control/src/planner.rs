@@ -20,6 +20,7 @@
 
 use std::fmt;
 
+use smoothfs_uapi::codec::MOVE_PLAN_RESERVE_BYTES;
 use smoothfs_uapi::ids::{MovementState, PinState, PolicyPin};
 
 use crate::config::PolicyConfig;
@@ -435,6 +436,9 @@ struct Tier {
     proj: u64,
     target: u8,
     full: u8,
+    /// Free bytes a move into it must leave: the worker's W6 reserve, and
+    /// at least the data plane's MOVE_PLAN gate 15.
+    reserve: u64,
     unusable: bool,
     inactive: bool,
     closed: bool,
@@ -477,14 +481,18 @@ impl Tier {
     }
 
     /// Room for `size` more bytes, `credit` bytes leaving at the same time
-    /// (S22.4/3).
+    /// (S22.4/3), with `reserve` bytes still free afterwards: W6 and the
+    /// data plane's MOVE_PLAN gate refuse a move that leaves less, and a
+    /// plan the worker must refuse only costs a retry backoff.
     fn room(&self, size: u64, credit: u64) -> bool {
         if self.size == 0 {
             return false;
         }
         let after = (u128::from(self.proj) + u128::from(size)).saturating_sub(u128::from(credit));
         let cap = u128::from(self.size);
-        after * 100 <= u128::from(self.target) * cap && after * 100 < u128::from(self.full) * cap
+        after * 100 <= u128::from(self.target) * cap
+            && after * 100 < u128::from(self.full) * cap
+            && cap.saturating_sub(after) >= u128::from(self.reserve)
     }
 }
 
@@ -595,6 +603,7 @@ impl<'a> Planner<'a> {
                     proj: used,
                     target: t.target_fill_pct.min(100),
                     full: t.full_threshold_pct.min(100),
+                    reserve: cfg.move_reserve_bytes.max(MOVE_PLAN_RESERVE_BYTES),
                     unusable: t.faulted || t.down,
                     inactive: t.inactive,
                     closed: t.create_disabled,

@@ -636,3 +636,29 @@ fn synthetic_million_objects_timing() {
     );
     assert_eq!(whole.plans.len(), out.plans.len());
 }
+
+/// Room (S22.4/3) keeps the move reserve free: a destination must keep
+/// `size + max(smoothfs_move_reserve_bytes, 64 MiB)` free, or W6 and the
+/// data plane's MOVE_PLAN gate 15 refuse the move. Tier 0 of 200 MiB with
+/// 100 MiB used is under its 90 % target for 8 more 10 MiB objects, but
+/// only 3 leave 64 MiB free; with a 100 MiB reserve none do.
+#[test]
+fn promotions_leave_the_move_reserve_free_on_the_destination() {
+    let tiers = [tier(0, 200, 100), tier(1, 1000, 200)];
+    let objects: Vec<PlanObject> = (1..=10)
+        .map(|n| obj(n, 1, 100_000.0 * f64::from(n)))
+        .collect();
+    let out = run(&tiers, &objects);
+    let promoted: Vec<u32> = plans(&out).iter().map(|p| p.0).collect();
+    assert_eq!(promoted, vec![10, 9, 8], "the three hottest");
+    assert_eq!(reason_of(&out, 7), Reason::DeferredNoSwapVictim);
+
+    let mut cfg = PolicyConfig {
+        move_reserve_bytes: 100 * MIB,
+        ..PolicyConfig::default()
+    };
+    assert!(plans(&run_with(&tiers, &objects, &cfg)).is_empty());
+    // A reserve below the data plane's gate still leaves 64 MiB.
+    cfg.move_reserve_bytes = 0;
+    assert_eq!(plans(&run_with(&tiers, &objects, &cfg)).len(), 3);
+}

@@ -45,7 +45,7 @@ pub const INCOMING_DIR: &str = ".smoothfs/incoming";
 /// `<tier>/.smoothfs/quarantine`: foreign files found at a cutover target.
 pub const QUARANTINE_DIR: &str = ".smoothfs/quarantine";
 /// MOVE_PLAN gate 15: free space needed beyond the object's size.
-pub const MOVE_RESERVE_BYTES: u64 = 64 << 20;
+pub const MOVE_RESERVE_BYTES: u64 = smoothfs_uapi::codec::MOVE_PLAN_RESERVE_BYTES;
 const NO_SLOT: u8 = 0xFF;
 
 /// Pin numbers (S8.1).

@@ -26,6 +26,10 @@ pub const ATTR_HEADER_LEN: usize = 4;
 pub const MAX_ATTR_PAYLOAD: usize = u16::MAX as usize - ATTR_HEADER_LEN;
 /// Most heat records in one HEAT_SAMPLE_BLOB (S6.3/3).
 pub const MAX_HEAT_RECORDS: usize = 256;
+/// MOVE_PLAN gate 15 (S12.1): free space the destination tier must keep
+/// beyond the object's size, or the plan is refused with ENOSPC. The
+/// planner leaves the same margin, so it never plans a move this refuses.
+pub const MOVE_PLAN_RESERVE_BYTES: u64 = 64 << 20;
 /// How deep nested lists may go; the schema needs 1, the cap keeps a hostile
 /// message from recursing the stack away.
 const MAX_NESTING: usize = 4;
