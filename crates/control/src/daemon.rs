@@ -890,10 +890,24 @@ fn plan_pool(shared: &Arc<Shared>, pool: &Arc<PoolRuntime>) -> Result<(), String
     for o in &mut objects {
         o.in_flight = busy.contains(&o.oid);
     }
+    // The tick emits no more plans than the queue takes: the candidates
+    // beyond are `deferred:tick-limit` (and planned again next tick)
+    // rather than planned and then dropped unseen.
+    let slots = u32::try_from(shared.queue.free_slots()).unwrap_or(u32::MAX);
+    let limited;
+    let config = if slots < shared.policy.max_moves_per_tick {
+        limited = PolicyConfig {
+            max_moves_per_tick: slots.max(1),
+            ..shared.policy.clone()
+        };
+        &limited
+    } else {
+        &shared.policy
+    };
     let out = planner::plan(&PlanInput {
         tiers: &tiers,
         objects: &objects,
-        config: &shared.policy,
+        config,
         now,
         evacuation: None,
         pool_offline: false,
@@ -913,6 +927,7 @@ fn plan_pool(shared: &Arc<Shared>, pool: &Arc<PoolRuntime>) -> Result<(), String
         }
     }
     let mut queued = 0;
+    let mut dropped = 0;
     for p in &out.plans {
         let job = Job {
             pool_uuid: pool.uuid,
@@ -926,8 +941,12 @@ fn plan_pool(shared: &Arc<Shared>, pool: &Arc<PoolRuntime>) -> Result<(), String
         match shared.queue.push(job) {
             Ok(()) => queued += 1,
             Err(workers::Rejected::AlreadyQueued) => {}
-            Err(workers::Rejected::Full) => break,
+            Err(workers::Rejected::Full) => dropped += 1,
         }
+    }
+    if dropped > 0 {
+        tracing::warn!(pool = %record.name, plans = dropped,
+            "planner tick: plan queue full; these plans wait for the next tick");
     }
     let in_flight = shared.queue.in_flight(&pool.uuid).len();
     shared.metrics.set_in_flight(&record.name, in_flight as u64);

@@ -474,6 +474,11 @@ impl Queue {
         Ok(())
     }
 
+    /// Plans the queue can still take.
+    pub fn free_slots(&self) -> usize {
+        QUEUE_CAPACITY.saturating_sub(lock(&self.state).jobs.len())
+    }
+
     /// Whether `oid` is queued or running.
     pub fn is_busy(&self, oid: &[u8; 16]) -> bool {
         lock(&self.state).busy.contains(oid)
