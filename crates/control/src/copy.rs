@@ -965,8 +965,13 @@ fn sendfile_at(dst: &File, src: &File, off: u64, len: usize) -> Result<(), CopyE
 /// one memory copy per byte in the kernel, where a read/write loop makes
 /// two. A second thread reads every written chunk back from the staging
 /// file (page cache) and hashes it into `readback` (W8), holes as zeros;
-/// it trails the writes, so the two overlap. Throttle, cancel and the
-/// `worker_copy` failpoint are checked per chunk.
+/// with `rehash`, a third reads the same chunk of the source again and
+/// hashes it there (W9's fresh hash, also W8's reference). Both trail the
+/// writes by a chunk, so the verification overlaps the copy instead of
+/// following it. A source change after a chunk's re-read moves the
+/// source's ctime, which W9 compares with the snapshot taken before the
+/// copy. Throttle, cancel and the `worker_copy` failpoint are checked per
+/// chunk.
 fn copy_sendfile(
     src: &File,
     dst: &File,
@@ -974,13 +979,38 @@ fn copy_sendfile(
     opts: &CopyOptions,
     progress: &mut Progress<'_>,
     readback: &mut blake3::Hasher,
+    rehash: Option<&mut blake3::Hasher>,
 ) -> Result<u64, CopyError> {
     const READBACK_BYTES: usize = 1 << 20;
     let chunk = opts.effective_chunk() as u64;
     let stop = AtomicBool::new(false);
     let (tx, rx) = std::sync::mpsc::channel::<(u64, u64, u64)>();
+    let (stx, srx) = std::sync::mpsc::channel::<(u64, u64, u64)>();
+    let stx = rehash.is_some().then_some(stx);
     std::thread::scope(|scope| {
         let stop = &stop;
+        let rehasher = rehash.map(|h| {
+            scope.spawn(move || -> Result<(), CopyError> {
+                let mut buf = AlignedBuf::new(READBACK_BYTES);
+                for (off, n, gap) in srx {
+                    if stop.load(Ordering::Relaxed) {
+                        return Err(CopyError::Cancelled);
+                    }
+                    hash_zeros(h, gap);
+                    let mut o = off;
+                    while o < off + n {
+                        let k = usize::try_from(off + n - o)
+                            .unwrap_or(usize::MAX)
+                            .min(READBACK_BYTES);
+                        let b = buf.get_mut(k);
+                        read_exact_at(src, b, o, "source")?;
+                        h.update(b);
+                        o += k as u64;
+                    }
+                }
+                Ok(())
+            })
+        });
         let checker = scope.spawn(move || -> Result<(), CopyError> {
             let mut buf = AlignedBuf::new(READBACK_BYTES);
             for (off, n, gap) in rx {
@@ -1018,6 +1048,11 @@ fn copy_sendfile(
                         // The checker stopped on an error; join reports it.
                         return Ok(copied);
                     }
+                    if let Some(stx) = &stx
+                        && stx.send((off, n, gap)).is_err()
+                    {
+                        return Ok(copied);
+                    }
                     gap = 0;
                     copied += n;
                     progress.add(n);
@@ -1032,12 +1067,19 @@ fn copy_sendfile(
             stop.store(true, Ordering::Relaxed);
         }
         drop(tx);
+        drop(stx);
         let checked = match checker.join() {
             Ok(r) => r,
             Err(_) => Err(CopyError::io("staging read-back thread", Errno::IO)),
         };
+        let rehashed = match rehasher.map(|j| j.join()) {
+            None => Ok(()),
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(CopyError::io("source re-hash thread", Errno::IO)),
+        };
         let copied = copied?;
         checked?;
+        rehashed?;
         Ok(copied)
     })
 }
@@ -1148,6 +1190,7 @@ pub fn copy_into(
     let mut copied = 0u64;
     let mut streamed_hash = None;
     let mut readback_hash: Option<blake3::Hash> = None;
+    let mut trailed_hash: Option<blake3::Hash> = None;
 
     if opts.allow_reflink && snapshot.dev == dst_dev && size > 0 {
         opts.check_cancel()?;
@@ -1198,13 +1241,29 @@ pub fn copy_into(
         Some(m) => m,
         None => {
             // The source is hashed while streaming only when no re-hash
-            // follows: with one, the re-hash after the copy is the source's
-            // hash for W8 as well (the staging bytes must equal the source's
-            // bytes as they are after the copy, which is what W8 and W9
-            // together establish), and a third pass would only cost CPU.
+            // follows: with one, the re-hash is the source's hash for W8
+            // as well (the staging bytes must equal the source's bytes as
+            // they are after the copy, which is what W8 and W9 together
+            // establish), and a third pass would only cost CPU. The
+            // sendfile copy re-reads each chunk of the source right after
+            // copying it; the read/write loop re-hashes after the copy.
             let mut rb = blake3::Hasher::new();
             if sparse_seek {
-                copied = copy_sendfile(&src, dst, &ranges, opts, &mut progress, &mut rb)?;
+                let mut sh = opts.rehash_source.then(blake3::Hasher::new);
+                copied = copy_sendfile(
+                    &src,
+                    dst,
+                    &ranges,
+                    opts,
+                    &mut progress,
+                    &mut rb,
+                    sh.as_mut(),
+                )?;
+                if let Some(h) = sh.as_mut() {
+                    let data_end = ranges.last().map_or(0, |r| r.1);
+                    hash_zeros(h, size - data_end);
+                    trailed_hash = Some(h.finalize());
+                }
                 let data_end = ranges.last().map_or(0, |r| r.1);
                 hash_zeros(&mut rb, size - data_end);
                 readback_hash = Some(rb.finalize());
@@ -1243,7 +1302,7 @@ pub fn copy_into(
     // W9's re-hash) and the staging file's (after a reflink or
     // copy_file_range, S10.2 W8).
     let cancel = opts.cancel.as_deref();
-    let need_source = opts.rehash_source || streamed_hash.is_none();
+    let need_source = (opts.rehash_source || streamed_hash.is_none()) && trailed_hash.is_none();
     let (source_hash, staging_hash) = std::thread::scope(
         |scope| -> Result<(Option<blake3::Hash>, Option<blake3::Hash>), CopyError> {
             let src_job = need_source
@@ -1279,6 +1338,7 @@ pub fn copy_into(
             Ok((s?, d?))
         },
     )?;
+    let source_hash = source_hash.or(trailed_hash);
     let Some(blake3) = streamed_hash.or(source_hash) else {
         return Err(CopyError::io("source hash", Errno::IO));
     };

@@ -976,12 +976,13 @@ impl Move<'_> {
             &format!("{} -> {}", lower.display(), staging.path().display()),
         );
         let obs = &mut *self.obs;
-        // W9's fresh BLAKE3 of the source is taken right after the copy,
-        // while the staging file is fsynced (an fsync is mostly waiting);
-        // a change made after it, before W9's checks (S10.4 A1: even with
-        // the mtime put back), moves the source's ctime, which W9 compares
-        // with the snapshot taken before the copy. W8's staging hash is
-        // read back during the stream copy.
+        // W9's fresh BLAKE3 of the source is taken by re-reading each
+        // chunk right after it is copied (the sendfile copy), or right
+        // after the copy while the staging file is fsynced (the other
+        // methods); a change made after it, before W9's checks (S10.4 A1:
+        // even with the mtime put back), moves the source's ctime, which
+        // W9 compares with the snapshot taken before the copy. W8's
+        // staging hash is read back during the stream copy.
         let copy_opts = CopyOptions {
             rehash_source: self.opts.verify_source_rehash,
             ..self.opts.copy.clone()

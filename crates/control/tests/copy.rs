@@ -89,6 +89,17 @@ fn sparse_64mib_file_with_1mib_data_stays_sparse() {
                 ..CopyOptions::default()
             },
         ),
+        (
+            // W9's re-hash trails the sendfile copy chunk by chunk.
+            "stream-rehash",
+            CopyOptions {
+                allow_reflink: false,
+                allow_copy_file_range: false,
+                rehash_source: true,
+                chunk_bytes: 1 << 20,
+                ..CopyOptions::default()
+            },
+        ),
     ] {
         let dst = dir.path().join(format!("staging-{name}"));
         let report = copy_file(&src, &dst, &opts, &mut no_progress()).unwrap();
@@ -112,8 +123,15 @@ fn sparse_64mib_file_with_1mib_data_stays_sparse() {
             "{name}: hash covers holes as zeros"
         );
         assert_eq!(fs::read(&dst).unwrap(), fs::read(&src).unwrap());
-        if name == "stream" {
+        if name.starts_with("stream") {
             assert_eq!(report.method, CopyMethod::Stream);
+        }
+        let rehash = report.source_rehash.as_deref();
+        if name == "stream-rehash" {
+            assert_eq!(rehash, Some(expected.as_str()), "{name}: W9 re-hash");
+            assert_eq!(report.staging_blake3.as_deref(), Some(expected.as_str()));
+        } else {
+            assert_eq!(rehash, None, "{name}: no re-hash asked for");
         }
     }
 }

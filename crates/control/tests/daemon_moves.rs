@@ -542,7 +542,10 @@ fn the_queue_dedupes_and_limits_moves_per_tier() {
     }
     assert_eq!(q.queued_len(), 256);
     // What a planner tick may still emit (it plans no more than this).
-    assert_eq!(q.free_slots(), smoothfs_control::workers::QUEUE_CAPACITY - 256);
+    assert_eq!(
+        q.free_slots(),
+        smoothfs_control::workers::QUEUE_CAPACITY - 256
+    );
     assert_eq!(q.drop_pool(&uuid::Uuid::from_u128(1)), 256);
     assert!(q.busy().is_empty());
 }
