@@ -970,8 +970,12 @@ fn sendfile_at(dst: &File, src: &File, off: u64, len: usize) -> Result<(), CopyE
 /// writes by a chunk, so the verification overlaps the copy instead of
 /// following it. A source change after a chunk's re-read moves the
 /// source's ctime, which W9 compares with the snapshot taken before the
-/// copy. Throttle, cancel and the `worker_copy` failpoint are checked per
-/// chunk.
+/// copy. Each chunk leaves the page cache once it is verified
+/// (`POSIX_FADV_DONTNEED`, S10.3/4, early): on the staging file that also
+/// starts its writeback, so the disk writes overlap the reads and the
+/// fsync after the copy has little left (interleaved 1 GiB moves: 1.02 ->
+/// 0.89 s and 1.18 -> 0.95 s, cp + sync 0.90 and 0.97 s). Throttle,
+/// cancel and the `worker_copy` failpoint are checked per chunk.
 fn copy_sendfile(
     src: &File,
     dst: &File,
@@ -1007,6 +1011,8 @@ fn copy_sendfile(
                         h.update(b);
                         o += k as u64;
                     }
+                    // Hashed twice now: its pages can go (S10.3/4).
+                    let _ = rustix::fs::fadvise(src, off, NonZeroU64::new(n), Advice::DontNeed);
                 }
                 Ok(())
             })
@@ -1028,6 +1034,10 @@ fn copy_sendfile(
                     readback.update(b);
                     o += k as u64;
                 }
+                // Read back: start its writeback now (DONTNEED writes dirty
+                // pages back without waiting) and drop what is clean, so
+                // the fsync after the copy has little left to write.
+                let _ = rustix::fs::fadvise(dst, off, NonZeroU64::new(n), Advice::DontNeed);
             }
             Ok(())
         });
