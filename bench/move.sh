@@ -42,7 +42,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-size_mib=$((NFILES * FILE_MIB * 2 + 1024))
+# Both sets, the 512 MiB foreground file and the 64 MiB move reserve on
+# either tier, plus ext4's reserved blocks (5 %) and metadata.
+size_mib=$((NFILES * FILE_MIB * 2 + NFILES * FILE_MIB / 4 + 1024))
 for t in t0 t1; do loop_tier "$WORK/$t.img" "$WORK/$t" "${size_mib}M"; done
 mkdir -p "$MNT" "$WORK/t0/cp" "$WORK/t1/cp"
 uuid=$(cat /proc/sys/kernel/random/uuid)
@@ -110,8 +112,12 @@ fg_alone=$(fg 10)
   done; done ) &
 mover=$!
 fg_moving=$(fg 10)
+# The loop's running `smoothfs move` first (SIGTERM aborts its move
+# cleanly), then the loop, so nothing holds the tiers at cleanup.
+pkill -TERM -P "$mover" 2>/dev/null || true
 kill "$mover" 2>/dev/null || true
 wait "$mover" 2>/dev/null || true
+for _ in $(seq 1 100); do pgrep -f "smoothfs move .*$MNT/" >/dev/null || break; sleep 0.1; done
 
 read -r cp_med cp_min cp_max mv_med mv_min mv_max ratio fg_ratio < <(python3 - "$total_mib" "$fg_alone" "$fg_moving" "${CP[@]}" -- "${MV[@]}" <<'PY'
 import statistics, sys
