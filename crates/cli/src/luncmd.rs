@@ -163,6 +163,8 @@ fn lun_move(a: &MoveArgs) -> Result<(), Fail> {
     opts.rel_path = Some(plan.rel_path.clone());
     opts.reserve_bytes = policy.move_reserve_bytes;
     opts.verify_source_rehash = policy.verify_source_rehash;
+    opts.copy.readback_direct =
+        policy.verify_readback == smoothfs_control::config::VerifyReadback::Direct;
     opts.lun = Some(plan);
     match worker::run_move(&mut c, &pool.uuid, &oid, a.to, &opts, &mut Lines) {
         Ok(MoveOutcome::Moved(r)) => {

@@ -218,6 +218,9 @@ pub struct CopyReport {
     /// BLAKE3 of the source read again after the copy (with
     /// [`CopyOptions::rehash_source`]).
     pub source_rehash: Option<String>,
+    /// `staging_blake3` was read with O_DIRECT from the device
+    /// ([`CopyOptions::readback_direct`]).
+    pub readback_direct: bool,
 }
 
 impl CopyReport {
@@ -339,6 +342,12 @@ pub struct CopyOptions {
     /// metadata and fsyncing the staging file; the result is in
     /// [`CopyReport::source_rehash`].
     pub rehash_source: bool,
+    /// `smoothfs_verify_readback = direct` (S10.3/4): W8 reads the staging
+    /// file back with O_DIRECT once it is durable, so its hash covers the
+    /// bytes the device returns rather than the page cache's. On a
+    /// filesystem that refuses O_DIRECT the read goes through the page
+    /// cache, with a warning ([`CopyReport::readback_direct`] says which).
+    pub readback_direct: bool,
 }
 
 impl Default for CopyOptions {
@@ -350,6 +359,7 @@ impl Default for CopyOptions {
             allow_reflink: true,
             allow_copy_file_range: true,
             rehash_source: false,
+            readback_direct: false,
         }
     }
 }
@@ -681,6 +691,78 @@ fn hash_open_file(
     Ok(h.finalize())
 }
 
+/// W8 with `smoothfs_verify_readback = direct`: BLAKE3 of the logical
+/// staging file (holes as zeros) read with O_DIRECT, so the bytes come
+/// from the device rather than the page cache. Call it once the file is
+/// durable. `Ok(None)` when the filesystem refuses O_DIRECT.
+fn hash_direct(
+    path: &Path,
+    size: u64,
+    cancel: Option<&AtomicBool>,
+) -> Result<Option<blake3::Hash>, CopyError> {
+    let f = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT | libc::O_NOFOLLOW)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(None),
+        Err(e) => {
+            return Err(CopyError::io(
+                format!("open {} with O_DIRECT", path.display()),
+                e,
+            ));
+        }
+    };
+    let align = BLOCK as u64;
+    let (ranges, _) = data_ranges(&f, size)?;
+    let mut h = blake3::Hasher::new();
+    let mut buf = AlignedBuf::new(DEFAULT_CHUNK_BYTES);
+    let mut hashed = 0u64;
+    for (start, end) in ranges {
+        let start = start.max(hashed);
+        if start >= end {
+            continue;
+        }
+        hash_zeros(&mut h, start - hashed);
+        // O_DIRECT wants block-aligned offsets and lengths: read whole
+        // blocks and hash the part inside [start, end).
+        let mut o = start - start % align;
+        while o < end {
+            if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                return Err(CopyError::Cancelled);
+            }
+            let want = (end - o).div_ceil(align) * align;
+            let k = usize::try_from(want)
+                .unwrap_or(usize::MAX)
+                .min(DEFAULT_CHUNK_BYTES);
+            let b = buf.get_mut(k);
+            let r = loop {
+                match f.read_at(b, o) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    r => break r,
+                }
+            }
+            .map_err(|e| CopyError::io(format!("O_DIRECT read of {} at {o}", path.display()), e))?;
+            if r == 0 {
+                return Err(CopyError::io(
+                    format!("{} ends at {o}, before {end}", path.display()),
+                    Errno::IO,
+                ));
+            }
+            let lo = usize::try_from(start.saturating_sub(o)).unwrap_or(0);
+            let hi = usize::try_from((end - o).min(r as u64)).unwrap_or(r);
+            if lo < hi {
+                h.update(&b[lo..hi]);
+            }
+            o += r as u64;
+        }
+        hashed = end;
+    }
+    hash_zeros(&mut h, size.saturating_sub(hashed));
+    Ok(Some(h.finalize()))
+}
+
 /// BLAKE3 (hex) of the file at `path`, opened without updating its atime.
 /// Used for the W9 re-hash of the source.
 pub fn hash_file(path: &Path, cancel: Option<&AtomicBool>) -> Result<String, CopyError> {
@@ -982,7 +1064,7 @@ fn copy_sendfile(
     ranges: &[(u64, u64)],
     opts: &CopyOptions,
     progress: &mut Progress<'_>,
-    readback: &mut blake3::Hasher,
+    mut readback: Option<&mut blake3::Hasher>,
     rehash: Option<&mut blake3::Hasher>,
 ) -> Result<u64, CopyError> {
     const READBACK_BYTES: usize = 1 << 20;
@@ -1023,16 +1105,18 @@ fn copy_sendfile(
                 if stop.load(Ordering::Relaxed) {
                     return Err(CopyError::Cancelled);
                 }
-                hash_zeros(readback, gap);
-                let mut o = off;
-                while o < off + n {
-                    let k = usize::try_from(off + n - o)
-                        .unwrap_or(usize::MAX)
-                        .min(READBACK_BYTES);
-                    let b = buf.get_mut(k);
-                    read_exact_at(dst, b, o, "staging")?;
-                    readback.update(b);
-                    o += k as u64;
+                if let Some(readback) = readback.as_deref_mut() {
+                    hash_zeros(readback, gap);
+                    let mut o = off;
+                    while o < off + n {
+                        let k = usize::try_from(off + n - o)
+                            .unwrap_or(usize::MAX)
+                            .min(READBACK_BYTES);
+                        let b = buf.get_mut(k);
+                        read_exact_at(dst, b, o, "staging")?;
+                        readback.update(b);
+                        o += k as u64;
+                    }
                 }
                 // Read back: start its writeback now (DONTNEED writes dirty
                 // pages back without waiting) and drop what is clean, so
@@ -1266,7 +1350,7 @@ pub fn copy_into(
                     &ranges,
                     opts,
                     &mut progress,
-                    &mut rb,
+                    (!opts.readback_direct).then_some(&mut rb),
                     sh.as_mut(),
                 )?;
                 if let Some(h) = sh.as_mut() {
@@ -1276,7 +1360,7 @@ pub fn copy_into(
                 }
                 let data_end = ranges.last().map_or(0, |r| r.1);
                 hash_zeros(&mut rb, size - data_end);
-                readback_hash = Some(rb.finalize());
+                readback_hash = (!opts.readback_direct).then(|| rb.finalize());
                 CopyMethod::Stream
             } else {
                 let mut h = (!opts.rehash_source).then(blake3::Hasher::new);
@@ -1289,7 +1373,7 @@ pub fn copy_into(
                     &mut progress,
                     h.as_mut(),
                     true,
-                    Some(&mut rb),
+                    (!opts.readback_direct).then_some(&mut rb),
                 )?;
                 let data_end = ranges.last().map_or(0, |r| r.1);
                 if let Some(h) = h.as_mut() {
@@ -1297,7 +1381,7 @@ pub fn copy_into(
                     streamed_hash = Some(h.finalize());
                 }
                 hash_zeros(&mut rb, size - data_end);
-                readback_hash = Some(rb.finalize());
+                readback_hash = (!opts.readback_direct).then(|| rb.finalize());
                 CopyMethod::Stream
             }
         }
@@ -1317,8 +1401,7 @@ pub fn copy_into(
         |scope| -> Result<(Option<blake3::Hash>, Option<blake3::Hash>), CopyError> {
             let src_job = need_source
                 .then(|| scope.spawn(|| hash_open_file(&src, size, "source", cancel, false)));
-            let dst_job = readback_hash
-                .is_none()
+            let dst_job = (readback_hash.is_none() && !opts.readback_direct)
                 .then(|| scope.spawn(|| hash_open_file(dst, size, "staging", cancel, true)));
             let durable = apply_metadata(&src, &src_meta, staging)
                 .and_then(|()| {
@@ -1357,7 +1440,23 @@ pub fn copy_into(
     } else {
         None
     };
-    let readback_hash = readback_hash.or(staging_hash);
+    let mut readback_direct = false;
+    let readback_hash = match readback_hash.or(staging_hash) {
+        Some(h) => Some(h),
+        None if opts.readback_direct => match hash_direct(staging.path(), size, cancel)? {
+            Some(h) => {
+                readback_direct = true;
+                Some(h)
+            }
+            None => {
+                tracing::warn!(staging = %staging.path().display(),
+                    "verify_readback=direct: the filesystem refuses O_DIRECT; \
+                     reading the staging file back through the page cache");
+                Some(hash_open_file(dst, size, "staging", cancel, true)?)
+            }
+        },
+        None => None,
+    };
     progress.finish();
 
     Ok(CopyReport {
@@ -1370,6 +1469,7 @@ pub fn copy_into(
         sparse_seek,
         staging_blake3: readback_hash.map(|h| h.to_hex().to_string()),
         source_rehash: rehash,
+        readback_direct,
     })
 }
 

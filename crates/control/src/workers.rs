@@ -250,6 +250,7 @@ pub fn move_options(
         chunk_bytes: usize::try_from(policy.move_chunk_bytes).unwrap_or(usize::MAX),
         throttle,
         cancel: Some(cancel),
+        readback_direct: policy.verify_readback == crate::config::VerifyReadback::Direct,
         ..CopyOptions::default()
     };
     o

@@ -549,3 +549,24 @@ fn the_queue_dedupes_and_limits_moves_per_tier() {
     assert_eq!(q.drop_pool(&uuid::Uuid::from_u128(1)), 256);
     assert!(q.busy().is_empty());
 }
+
+/// S29.2 `smoothfs_verify_readback` and `smoothfs_verify_source_rehash`
+/// reach the worker's options (the copy reads back with O_DIRECT only
+/// when asked).
+#[test]
+fn verify_policy_reaches_the_worker_options() {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let mut policy = PolicyConfig::default();
+    let o = smoothfs_control::workers::move_options(&policy, 1, None, None, Arc::clone(&cancel));
+    assert!(!o.copy.readback_direct);
+    assert!(o.verify_source_rehash);
+    policy
+        .set("smoothfs_verify_readback", "direct")
+        .expect("direct is accepted");
+    policy
+        .set("smoothfs_verify_source_rehash", "false")
+        .expect("false is accepted");
+    let o = smoothfs_control::workers::move_options(&policy, 1, None, None, cancel);
+    assert!(o.copy.readback_direct);
+    assert!(!o.verify_source_rehash);
+}
