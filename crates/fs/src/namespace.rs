@@ -91,6 +91,7 @@ impl FileAttrIoctl {
         }
     }
 }
+
 pub const SLOT_NONE: u8 = 0xFF;
 
 pub(crate) const OID_XATTR_C: &CStr = c"trusted.smoothfs.oid";
