@@ -563,34 +563,39 @@ fn a_source_truncated_during_the_copy_fails_cleanly() {
     // The stream copy moves the source's pages with sendfile. A client
     // truncating the file part way must make the copy fail with "source
     // changed" -- never a short staging file taken for a good copy.
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("src");
-    write_file(&src, &pattern(32 * MIB as usize, 12));
-    let dst = dir.path().join("staging");
-    let opts = CopyOptions {
-        allow_reflink: false,
-        allow_copy_file_range: false,
-        throttle: Some(Arc::new(Throttle::new(16 * MIB))),
-        ..CopyOptions::default()
-    };
-    let truncate_at = std::thread::spawn({
-        let src = src.clone();
-        move || {
-            std::thread::sleep(Duration::from_millis(400));
-            OpenOptions::new()
-                .write(true)
-                .open(&src)
-                .unwrap()
-                .set_len(MIB)
-                .unwrap();
-        }
-    });
-    let err = copy_file(&src, &dst, &opts, &mut no_progress()).unwrap_err();
-    truncate_at.join().unwrap();
-    assert!(
-        matches!(err, CopyError::SourceChanged(_)),
-        "expected a source-changed error, got {err}"
-    );
+    // With the W9 re-hash trailing the copy too: its reader meets the
+    // short source as well, and nothing hangs.
+    for rehash_source in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        write_file(&src, &pattern(32 * MIB as usize, 12));
+        let dst = dir.path().join("staging");
+        let opts = CopyOptions {
+            allow_reflink: false,
+            allow_copy_file_range: false,
+            throttle: Some(Arc::new(Throttle::new(16 * MIB))),
+            rehash_source,
+            ..CopyOptions::default()
+        };
+        let truncate_at = std::thread::spawn({
+            let src = src.clone();
+            move || {
+                std::thread::sleep(Duration::from_millis(400));
+                OpenOptions::new()
+                    .write(true)
+                    .open(&src)
+                    .unwrap()
+                    .set_len(MIB)
+                    .unwrap();
+            }
+        });
+        let err = copy_file(&src, &dst, &opts, &mut no_progress()).unwrap_err();
+        truncate_at.join().unwrap();
+        assert!(
+            matches!(err, CopyError::SourceChanged(_)),
+            "rehash {rehash_source}: expected a source-changed error, got {err}"
+        );
+    }
 }
 
 /// S10.3/4 `smoothfs_verify_readback = direct`: the staging file is read
