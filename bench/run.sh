@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # smoothfs data-plane benchmark (SPEC S28, shared/BENCHMARKS.md).
 #
-#   bench/run.sh            full run (~15 min on 2 vCPUs)
+#   bench/run.sh            full run (~11 min on 2 vCPUs)
 #   bench/run.sh --quick    3 rounds, smaller sizes (~5 min)
 #
 # Must run as root. Installs fio/mergerfs/e2fsprogs if missing, builds
@@ -19,13 +19,16 @@
 # (A B C D, then B C D A, ...); the table reports the median per target,
 # the min-max spread and ratios to native / mergerfs.
 #
+# Then bench/move.sh: a 1 GiB `smoothfs move` against cp between two
+# loop-backed ext4 tiers, and a fio read's slowdown while files move.
+#
 # Output: bench/out/<timestamp>/ (results.csv, raw fio JSON, daemon logs,
 # table.md) and docs/benchmarks.md. Everything else (mounts, loop devices,
 # images) is removed on exit.
 #
 # Tunables (environment): ROUNDS, TMPFS_ROUNDS, SIZE, RUNTIME, NFILES, META_BATCH,
 # VARIANTS ("ext4 tmpfs"), TARGETS (subset of the list above),
-# WRITE_DOCS (1/0).
+# WRITE_DOCS (1/0), MOVE (1/0: the movement benchmark).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -333,7 +336,8 @@ if [ "$WRITE_DOCS" = 1 ]; then
     echo
     echo "Latest run of \`$CMD\` (mode: $MODE). Method: \`shared/BENCHMARKS.md\`;"
     echo "targets: SPEC S28. Re-run with the same command as root; it takes about"
-    echo "$(( (ELAPSED + 59) / 60 )) minutes here."
+    echo "$(( (ELAPSED + 59) / 60 )) minutes here, then about 2 more for the movement benchmark"
+    echo "(bench/move.sh, section \"Movement\" below)."
     echo
     echo "## Setup"
     echo
@@ -381,4 +385,14 @@ if [ "$WRITE_DOCS" = 1 ]; then
     if [ -n "$KEEP" ]; then echo; echo "$KEEP"; fi
   } > "$REPO/docs/benchmarks.md"
   log "wrote docs/benchmarks.md"
+fi
+
+# Movement throughput against cp and the foreground slowdown while files
+# move (N10, N15): bench/move.sh on its own two loop-backed ext4 tiers,
+# interleaved with cp; its table is printed and goes to the "Movement"
+# section of docs/benchmarks.md. MOVE=0 skips it.
+if [ "${MOVE:-1}" = 1 ]; then
+  log "movement: bench/move.sh"
+  if [ "$MODE" = quick ]; then move_rounds=3; else move_rounds=5; fi
+  ROUNDS=$move_rounds WRITE_DOCS=$WRITE_DOCS bash "$REPO/bench/move.sh"
 fi
