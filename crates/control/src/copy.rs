@@ -1043,6 +1043,44 @@ fn sendfile_at(dst: &File, src: &File, off: u64, len: usize) -> Result<(), CopyE
     Ok(())
 }
 
+/// One trailing reader of [`copy_sendfile`]: for each chunk `(off, n,
+/// gap)` the copy has written, hash `gap` zero bytes and then the chunk as
+/// read back from `f` into `hasher` (if any), then drop the chunk from
+/// the page cache. On the staging file the drop also starts the chunk's
+/// writeback (DONTNEED writes dirty pages back without waiting), so the
+/// fsync after the copy has little left; on the source the chunk has been
+/// read twice and is not needed again (S10.3/4, early).
+fn trail(
+    f: &File,
+    what: &str,
+    chunks: std::sync::mpsc::Receiver<(u64, u64, u64)>,
+    mut hasher: Option<&mut blake3::Hasher>,
+    stop: &AtomicBool,
+) -> Result<(), CopyError> {
+    const READ_BYTES: usize = 1 << 20;
+    let mut buf = AlignedBuf::new(READ_BYTES);
+    for (off, n, gap) in chunks {
+        if stop.load(Ordering::Relaxed) {
+            return Err(CopyError::Cancelled);
+        }
+        if let Some(h) = hasher.as_deref_mut() {
+            hash_zeros(h, gap);
+            let mut o = off;
+            while o < off + n {
+                let k = usize::try_from(off + n - o)
+                    .unwrap_or(usize::MAX)
+                    .min(READ_BYTES);
+                let b = buf.get_mut(k);
+                read_exact_at(f, b, o, what)?;
+                h.update(b);
+                o += k as u64;
+            }
+        }
+        let _ = rustix::fs::fadvise(f, off, NonZeroU64::new(n), Advice::DontNeed);
+    }
+    Ok(())
+}
+
 /// Copy the data ranges (the whole file from offset 0) with sendfile(2):
 /// one memory copy per byte in the kernel, where a read/write loop makes
 /// two. A second thread reads every written chunk back from the staging
@@ -1052,22 +1090,20 @@ fn sendfile_at(dst: &File, src: &File, off: u64, len: usize) -> Result<(), CopyE
 /// writes by a chunk, so the verification overlaps the copy instead of
 /// following it. A source change after a chunk's re-read moves the
 /// source's ctime, which W9 compares with the snapshot taken before the
-/// copy. Each chunk leaves the page cache once it is verified
-/// (`POSIX_FADV_DONTNEED`, S10.3/4, early): on the staging file that also
-/// starts its writeback, so the disk writes overlap the reads and the
-/// fsync after the copy has little left (interleaved 1 GiB moves: 1.02 ->
-/// 0.89 s and 1.18 -> 0.95 s, cp + sync 0.90 and 0.97 s). Throttle,
-/// cancel and the `worker_copy` failpoint are checked per chunk.
+/// copy. Each chunk leaves the page cache once it is verified ([`trail`]),
+/// which overlaps the staging file's writeback with the reads
+/// (interleaved 1 GiB moves: 1.02 -> 0.89 s and 1.18 -> 0.95 s, cp + sync
+/// 0.90 and 0.97 s). Throttle, cancel and the `worker_copy` failpoint are
+/// checked per chunk.
 fn copy_sendfile(
     src: &File,
     dst: &File,
     ranges: &[(u64, u64)],
     opts: &CopyOptions,
     progress: &mut Progress<'_>,
-    mut readback: Option<&mut blake3::Hasher>,
+    readback: Option<&mut blake3::Hasher>,
     rehash: Option<&mut blake3::Hasher>,
 ) -> Result<u64, CopyError> {
-    const READBACK_BYTES: usize = 1 << 20;
     let chunk = opts.effective_chunk() as u64;
     let stop = AtomicBool::new(false);
     let (tx, rx) = std::sync::mpsc::channel::<(u64, u64, u64)>();
@@ -1075,56 +1111,9 @@ fn copy_sendfile(
     let stx = rehash.is_some().then_some(stx);
     std::thread::scope(|scope| {
         let stop = &stop;
-        let rehasher = rehash.map(|h| {
-            scope.spawn(move || -> Result<(), CopyError> {
-                let mut buf = AlignedBuf::new(READBACK_BYTES);
-                for (off, n, gap) in srx {
-                    if stop.load(Ordering::Relaxed) {
-                        return Err(CopyError::Cancelled);
-                    }
-                    hash_zeros(h, gap);
-                    let mut o = off;
-                    while o < off + n {
-                        let k = usize::try_from(off + n - o)
-                            .unwrap_or(usize::MAX)
-                            .min(READBACK_BYTES);
-                        let b = buf.get_mut(k);
-                        read_exact_at(src, b, o, "source")?;
-                        h.update(b);
-                        o += k as u64;
-                    }
-                    // Hashed twice now: its pages can go (S10.3/4).
-                    let _ = rustix::fs::fadvise(src, off, NonZeroU64::new(n), Advice::DontNeed);
-                }
-                Ok(())
-            })
-        });
-        let checker = scope.spawn(move || -> Result<(), CopyError> {
-            let mut buf = AlignedBuf::new(READBACK_BYTES);
-            for (off, n, gap) in rx {
-                if stop.load(Ordering::Relaxed) {
-                    return Err(CopyError::Cancelled);
-                }
-                if let Some(readback) = readback.as_deref_mut() {
-                    hash_zeros(readback, gap);
-                    let mut o = off;
-                    while o < off + n {
-                        let k = usize::try_from(off + n - o)
-                            .unwrap_or(usize::MAX)
-                            .min(READBACK_BYTES);
-                        let b = buf.get_mut(k);
-                        read_exact_at(dst, b, o, "staging")?;
-                        readback.update(b);
-                        o += k as u64;
-                    }
-                }
-                // Read back: start its writeback now (DONTNEED writes dirty
-                // pages back without waiting) and drop what is clean, so
-                // the fsync after the copy has little left to write.
-                let _ = rustix::fs::fadvise(dst, off, NonZeroU64::new(n), Advice::DontNeed);
-            }
-            Ok(())
-        });
+        let rehasher =
+            rehash.map(|h| scope.spawn(move || trail(src, "source", srx, Some(h), stop)));
+        let checker = scope.spawn(move || trail(dst, "staging", rx, readback, stop));
         let mut copy = || -> Result<u64, CopyError> {
             let mut copied = 0u64;
             let mut end_of_prev = 0u64;
@@ -1353,12 +1342,11 @@ pub fn copy_into(
                     (!opts.readback_direct).then_some(&mut rb),
                     sh.as_mut(),
                 )?;
+                let data_end = ranges.last().map_or(0, |r| r.1);
                 if let Some(h) = sh.as_mut() {
-                    let data_end = ranges.last().map_or(0, |r| r.1);
                     hash_zeros(h, size - data_end);
                     trailed_hash = Some(h.finalize());
                 }
-                let data_end = ranges.last().map_or(0, |r| r.1);
                 hash_zeros(&mut rb, size - data_end);
                 readback_hash = (!opts.readback_direct).then(|| rb.finalize());
                 CopyMethod::Stream
