@@ -19,19 +19,14 @@ cd "$(dirname "$0")/.."
 MOVES=${MOVES:-60}
 FILE_MIB=${FILE_MIB:-16}
 WRITE_DOCS=${WRITE_DOCS:-1}
-[ "$(id -u)" -eq 0 ] || { echo "bench/cutover.sh needs root" >&2; exit 1; }
-command -v mkfs.ext4 >/dev/null || bash scripts/install-deps.sh
 
 . bench/lib.sh
-build_smoothfs
-
-WORK=$(mktemp -d /var/tmp/smoothfs-cutoverbench.XXXXXX)
+bench_start cutover mkfs.ext4
 MNT="$WORK/mnt"
 POOL="cutoverbench-$$"
 cleanup() {
   set +e
-  if mountpoint -q "$MNT" 2>/dev/null; then umount "$MNT" || umount -l "$MNT"; fi
-  for _ in $(seq 1 50); do pgrep -f "pool=$POOL," >/dev/null || break; sleep 0.1; done
+  unmount_pool "$MNT" "$POOL"
   undo_loop_tiers
   rm -rf "$WORK"
 }

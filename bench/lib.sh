@@ -1,7 +1,27 @@
 # Shared by the benchmark scripts that make their own loop-backed tiers
-# (move.sh, scale.sh, cutover.sh). Source it from the repository root.
+# (move.sh, scale.sh, cutover.sh, tiering.sh). Source it from the repository root.
 
 log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
+
+# bench_start NAME TOOL: what every benchmark script starts with -- root,
+# the test dependencies (scripts/install-deps.sh) when TOOL is missing, the
+# release build (SMOOTHFS) and a fresh work directory
+# WORK=/var/tmp/smoothfs-NAMEbench.XXXXXX.
+bench_start() {
+  [ "$(id -u)" -eq 0 ] || { echo "bench/$1.sh needs root" >&2; exit 1; }
+  command -v "$2" >/dev/null || bash scripts/install-deps.sh
+  build_smoothfs
+  WORK=$(mktemp -d "/var/tmp/smoothfs-$1bench.XXXXXX")
+}
+
+# unmount_pool MNT [POOL]: unmount a pool (lazily if busy) and wait up to
+# 5 s for its daemon (the process with pool=POOL, in its options) to exit.
+unmount_pool() {
+  if mountpoint -q "$1" 2>/dev/null; then umount "$1" || umount -l "$1"; fi
+  if [ -n "${2:-}" ]; then
+    for _ in $(seq 1 50); do pgrep -f "pool=$2," >/dev/null || break; sleep 0.1; done
+  fi
+}
 
 # build_smoothfs: release build of the CLI; sets SMOOTHFS to its path.
 build_smoothfs() {

@@ -24,18 +24,14 @@ ROUNDS=${ROUNDS:-5}
 NFILES=${NFILES:-1}
 FILE_MIB=${FILE_MIB:-$((1024 / NFILES))}
 WRITE_DOCS=${WRITE_DOCS:-1}
-[ "$(id -u)" -eq 0 ] || { echo "bench/move.sh needs root" >&2; exit 1; }
-command -v fio >/dev/null || bash scripts/install-deps.sh
 
 . bench/lib.sh
-build_smoothfs
-
-WORK=$(mktemp -d /var/tmp/smoothfs-movebench.XXXXXX)
+bench_start move fio
 MNT="$WORK/mnt"
 DAEMON=""
 cleanup() {
   set +e
-  if mountpoint -q "$MNT" 2>/dev/null; then umount "$MNT" || umount -l "$MNT"; fi
+  unmount_pool "$MNT"
   [ -n "$DAEMON" ] && wait "$DAEMON" 2>/dev/null
   undo_loop_tiers
   rm -rf "$WORK"

@@ -24,18 +24,14 @@ SMALL=${SMALL:-1000}
 DIRS=${DIRS:-1000}
 ROUNDS=${ROUNDS:-5}
 WRITE_DOCS=${WRITE_DOCS:-1}
-[ "$(id -u)" -eq 0 ] || { echo "bench/scale.sh needs root" >&2; exit 1; }
-command -v mkfs.ext4 >/dev/null || bash scripts/install-deps.sh
 
 . bench/lib.sh
-build_smoothfs
-
-WORK=$(mktemp -d /var/tmp/smoothfs-scalebench.XXXXXX)
+bench_start scale mkfs.ext4
 cleanup() {
   set +e
   local m
   for m in "$WORK"/*-mnt; do
-    if mountpoint -q "$m" 2>/dev/null; then umount "$m" || umount -l "$m"; fi
+    unmount_pool "$m"
   done
   for _ in $(seq 1 50); do pgrep -f "pool=scalebench-" >/dev/null || break; sleep 0.1; done
   undo_loop_tiers
@@ -82,7 +78,8 @@ mount_timed() {
   python3 -c "print(f'{$b - $a:.3f}')"
 }
 
-unmount_pool() {
+# unmount_case NAME: a clean (not lazy) unmount; the daemon must exit.
+unmount_case() {
   umount "$WORK/$1-mnt"
   wait_gone "scalebench-$1" || { echo "scalebench-$1: daemon did not exit" >&2; exit 1; }
 }
@@ -110,10 +107,10 @@ PY
 )
   after=$(rss_kib "$pid")
   [ "$seen" -eq "$files" ] || { echo "$name: looked up $seen files, expected $files" >&2; exit 1; }
-  unmount_pool "$name"
+  unmount_case "$name"
   for r in $(seq 1 "$ROUNDS"); do
     out+=("$(mount_timed "$name" "$uuid")")
-    unmount_pool "$name"
+    unmount_case "$name"
   done
   log "$name: remounts ${out[*]} s; RSS idle ${idle} KiB, after lookups ${after} KiB"
   echo "$first $idle $after $seen ${out[*]}"

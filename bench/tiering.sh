@@ -37,13 +37,9 @@ export RATE=${RATE:-2000}
 export PHASE_CYCLES=${PHASE_CYCLES:-6}
 CONFIGS=${CONFIGS:-default smoothfs_max_moves_per_tick=1024}
 WRITE_DOCS=${WRITE_DOCS:-1}
-[ "$(id -u)" -eq 0 ] || { echo "bench/tiering.sh needs root" >&2; exit 1; }
-command -v mkfs.ext4 >/dev/null || bash scripts/install-deps.sh
 
 . bench/lib.sh
-build_smoothfs
-
-WORK=$(mktemp -d /var/tmp/smoothfs-tieringbench.XXXXXX)
+bench_start tiering mkfs.ext4
 MNT="$WORK/mnt"
 PORT=$((20000 + $$ % 20000))
 UP_PID=
@@ -58,10 +54,7 @@ stop_pool() {
     for _ in $(seq 1 100); do kill -0 "$UP_PID" 2>/dev/null || break; sleep 0.1; done
     UP_PID=
   fi
-  if mountpoint -q "$MNT" 2>/dev/null; then umount "$MNT" || umount -l "$MNT"; fi
-  if [ -n "$POOL" ]; then
-    for _ in $(seq 1 50); do pgrep -f "pool=$POOL," >/dev/null || break; sleep 0.1; done
-  fi
+  unmount_pool "$MNT" "$POOL"
   undo_loop_tiers
   BENCH_MOUNTS=()
   BENCH_LOOPS=()
