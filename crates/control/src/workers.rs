@@ -477,7 +477,7 @@ impl Queue {
 
     /// Plans the queue can still take.
     pub fn free_slots(&self) -> usize {
-        QUEUE_CAPACITY.saturating_sub(lock(&self.state).jobs.len())
+        QUEUE_CAPACITY.saturating_sub(self.queued_len())
     }
 
     /// Whether `oid` is queued or running.
