@@ -1,10 +1,10 @@
 //! Every `unsafe` system-call wrapper of the data plane, in one place.
 //!
 //! Each wrapper is fd-relative (`*at`) and returns `io::Result`, where the
-//! errno *is* the error. Callers never build absolute lower paths: the only
-//! paths formed here are `/proc/self/fd/<dirfd>/<name>` for the xattr calls
-//! that have no `*at` form, and `<dirfd>` was itself opened confined to a
-//! tier root, with `name` a single component.
+//! errno *is* the error. Callers never build absolute lower paths. The xattr
+//! calls use the `*xattrat` system calls (Linux 6.13); on an older kernel
+//! they fall back to `/proc/self/fd/<dirfd>/<name>`, where `<dirfd>` was
+//! itself opened confined to a tier root and `name` is a single component.
 
 use std::ffi::{CStr, CString, OsStr};
 use std::io;
@@ -356,9 +356,9 @@ pub fn flock(fd: BorrowedFd<'_>, op: i32) -> io::Result<()> {
 }
 
 /// Path naming `name` inside the confined directory `dirfd`, for the xattr
-/// calls that have no fd-relative form. `/proc/self/fd/N` is a magic link to
-/// the already-confined directory; `name` is one component and the `l*`
-/// calls never follow it.
+/// calls on a kernel without the `*xattrat` system calls. `/proc/self/fd/N`
+/// is a magic link to the already-confined directory; `name` is one
+/// component and the `l*` calls never follow it.
 fn proc_path(dirfd: BorrowedFd<'_>, name: &OsStr) -> io::Result<CString> {
     let mut p = format!("/proc/self/fd/{}", dirfd.as_raw_fd()).into_bytes();
     if !name.is_empty() {
@@ -368,54 +368,143 @@ fn proc_path(dirfd: BorrowedFd<'_>, name: &OsStr) -> io::Result<CString> {
     CString::new(p).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
-/// Read an xattr of `name` in `dirfd` (or of `dirfd` itself when `name` is
-/// empty). Grows the buffer as needed.
-pub fn lgetxattr(dirfd: BorrowedFd<'_>, name: &OsStr, attr: &CStr) -> io::Result<Vec<u8>> {
-    let p = proc_path(dirfd, name)?;
-    let follow = name.is_empty();
-    let mut cap = 256usize;
-    loop {
-        let mut buf = vec![0u8; cap];
-        let r = unsafe {
-            if follow {
-                libc::getxattr(
-                    p.as_ptr(),
-                    attr.as_ptr(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                )
-            } else {
-                libc::lgetxattr(
-                    p.as_ptr(),
-                    attr.as_ptr(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                )
-            }
-        };
-        if r >= 0 {
-            buf.truncate(r as usize);
-            return Ok(buf);
+// The `*xattrat` system calls (Linux 6.13; one number on every
+// architecture). They name `name` relative to `dirfd` like every other call
+// here: one component looked up, no walk through procfs.
+const SYS_SETXATTRAT: libc::c_long = 463;
+const SYS_GETXATTRAT: libc::c_long = 464;
+const SYS_LISTXATTRAT: libc::c_long = 465;
+const SYS_REMOVEXATTRAT: libc::c_long = 466;
+
+/// `struct xattr_args` of the `*xattrat` calls (XATTR_ARGS_SIZE_VER0).
+#[repr(C)]
+struct XattrArgs {
+    value: u64,
+    size: u32,
+    flags: u32,
+}
+
+/// Whether the running kernel has the `*xattrat` calls: unknown until the
+/// first call, then yes or no for the life of the process.
+static XATTRAT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(XATTRAT_UNKNOWN);
+const XATTRAT_UNKNOWN: u8 = 0;
+const XATTRAT_YES: u8 = 1;
+const XATTRAT_NO: u8 = 2;
+
+/// Run `at` (an `*xattrat` call on `name`) unless the kernel is known to
+/// lack it; `None` means "use the /proc path instead". The first ENOSYS
+/// settles it. Kernels 6.13 to 6.15 refuse AT_EMPTY_PATH on an O_PATH
+/// descriptor (every directory descriptor here) with EBADF: such a call
+/// takes the /proc path too.
+fn with_xattrat<T>(name: &OsStr, at: impl FnOnce() -> io::Result<T>) -> Option<io::Result<T>> {
+    use std::sync::atomic::Ordering;
+    if XATTRAT.load(Ordering::Relaxed) == XATTRAT_NO {
+        return None;
+    }
+    match at() {
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+            XATTRAT.store(XATTRAT_NO, Ordering::Relaxed);
+            None
         }
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::ERANGE) && cap < (1 << 20) {
-            cap *= 16;
-            continue;
+        Err(e) if name.is_empty() && e.raw_os_error() == Some(libc::EBADF) => None,
+        r => {
+            XATTRAT.store(XATTRAT_YES, Ordering::Relaxed);
+            Some(r)
         }
-        return Err(e);
     }
 }
 
-/// Size of an xattr value (for getxattr with size 0).
-pub fn lgetxattr_size(dirfd: BorrowedFd<'_>, name: &OsStr, attr: &CStr) -> io::Result<usize> {
+/// The path argument and `at_flags` for `name` in `dirfd`: the entry itself,
+/// never followed, or with an empty `name` the directory `dirfd` names.
+fn at_name(name: &OsStr) -> io::Result<(CString, libc::c_uint)> {
+    let flags = if name.is_empty() {
+        libc::AT_EMPTY_PATH
+    } else {
+        libc::AT_SYMLINK_NOFOLLOW
+    };
+    Ok((cstr(name)?, flags as libc::c_uint))
+}
+
+/// `getxattrat` or `setxattrat` (`sysno`) of `attr` on `n` in `dirfd`,
+/// with `args` describing the value buffer.
+///
+/// # Safety
+/// `args.value` must point to a buffer of `args.size` bytes, writable for
+/// `getxattrat`.
+unsafe fn xattrat_value(
+    sysno: libc::c_long,
+    dirfd: BorrowedFd<'_>,
+    n: &CStr,
+    at_flags: libc::c_uint,
+    attr: &CStr,
+    mut args: XattrArgs,
+) -> io::Result<usize> {
+    // SAFETY: live descriptor, NUL-terminated strings, and `args` as the
+    // caller promises.
+    check_ssize(unsafe {
+        libc::syscall(
+            sysno,
+            dirfd.as_raw_fd(),
+            n.as_ptr(),
+            at_flags,
+            attr.as_ptr(),
+            &mut args as *mut XattrArgs,
+            std::mem::size_of::<XattrArgs>(),
+        )
+    } as libc::ssize_t)
+}
+
+/// One `getxattr` of `attr` on `name` in `dirfd` into `buf` (0 length asks
+/// for the size).
+fn getxattr_once(
+    dirfd: BorrowedFd<'_>,
+    name: &OsStr,
+    attr: &CStr,
+    buf: &mut [u8],
+) -> io::Result<usize> {
+    let (n, at_flags) = at_name(name)?;
+    if let Some(r) = with_xattrat(name, || {
+        let args = XattrArgs {
+            value: buf.as_mut_ptr() as u64,
+            size: buf.len().min(u32::MAX as usize) as u32,
+            flags: 0,
+        };
+        // SAFETY: `args` describes `buf`, writable for `args.size` bytes.
+        unsafe { xattrat_value(SYS_GETXATTRAT, dirfd, &n, at_flags, attr, args) }
+    }) {
+        return r;
+    }
     let p = proc_path(dirfd, name)?;
+    let (ptr, len) = (buf.as_mut_ptr().cast(), buf.len());
+    // SAFETY: NUL-terminated strings and a buffer writable for `len` bytes.
     check_ssize(unsafe {
         if name.is_empty() {
-            libc::getxattr(p.as_ptr(), attr.as_ptr(), std::ptr::null_mut(), 0)
+            libc::getxattr(p.as_ptr(), attr.as_ptr(), ptr, len)
         } else {
-            libc::lgetxattr(p.as_ptr(), attr.as_ptr(), std::ptr::null_mut(), 0)
+            libc::lgetxattr(p.as_ptr(), attr.as_ptr(), ptr, len)
         }
     })
+}
+
+/// Read an xattr of `name` in `dirfd` (or of `dirfd` itself when `name` is
+/// empty). Grows the buffer as needed.
+pub fn lgetxattr(dirfd: BorrowedFd<'_>, name: &OsStr, attr: &CStr) -> io::Result<Vec<u8>> {
+    let mut cap = 256usize;
+    loop {
+        let mut buf = vec![0u8; cap];
+        match getxattr_once(dirfd, name, attr, &mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ERANGE) && cap < (1 << 20) => cap *= 16,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+pub fn lgetxattr_size(dirfd: BorrowedFd<'_>, name: &OsStr, attr: &CStr) -> io::Result<usize> {
+    getxattr_once(dirfd, name, attr, &mut [])
 }
 
 /// Set an xattr on the open file `fd` (no path walk).
@@ -441,7 +530,21 @@ pub fn lsetxattr(
     value: &[u8],
     flags: i32,
 ) -> io::Result<()> {
+    let (n, at_flags) = at_name(name)?;
+    if let Some(r) = with_xattrat(name, || {
+        let args = XattrArgs {
+            value: value.as_ptr() as u64,
+            size: u32::try_from(value.len())
+                .map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?,
+            flags: flags as u32,
+        };
+        // SAFETY: `args` describes `value`, readable for `args.size` bytes.
+        unsafe { xattrat_value(SYS_SETXATTRAT, dirfd, &n, at_flags, attr, args) }.map(drop)
+    }) {
+        return r;
+    }
     let p = proc_path(dirfd, name)?;
+    // SAFETY: NUL-terminated strings and a buffer of `value.len()` bytes.
     check(unsafe {
         if name.is_empty() {
             libc::setxattr(
@@ -465,7 +568,24 @@ pub fn lsetxattr(
 }
 
 pub fn lremovexattr(dirfd: BorrowedFd<'_>, name: &OsStr, attr: &CStr) -> io::Result<()> {
+    let (n, at_flags) = at_name(name)?;
+    if let Some(r) = with_xattrat(name, || {
+        // SAFETY: live descriptor and NUL-terminated strings.
+        check_ssize(unsafe {
+            libc::syscall(
+                SYS_REMOVEXATTRAT,
+                dirfd.as_raw_fd(),
+                n.as_ptr(),
+                at_flags,
+                attr.as_ptr(),
+            )
+        } as libc::ssize_t)
+        .map(drop)
+    }) {
+        return r;
+    }
     let p = proc_path(dirfd, name)?;
+    // SAFETY: NUL-terminated strings.
     check(unsafe {
         if name.is_empty() {
             libc::removexattr(p.as_ptr(), attr.as_ptr())
@@ -476,29 +596,49 @@ pub fn lremovexattr(dirfd: BorrowedFd<'_>, name: &OsStr, attr: &CStr) -> io::Res
     .map(drop)
 }
 
+/// One `listxattr` of `name` in `dirfd` into `buf`.
+fn listxattr_once(dirfd: BorrowedFd<'_>, name: &OsStr, buf: &mut [u8]) -> io::Result<usize> {
+    let (n, at_flags) = at_name(name)?;
+    if let Some(r) = with_xattrat(name, || {
+        // SAFETY: live descriptor, NUL-terminated path and a buffer
+        // writable for `buf.len()` bytes.
+        check_ssize(unsafe {
+            libc::syscall(
+                SYS_LISTXATTRAT,
+                dirfd.as_raw_fd(),
+                n.as_ptr(),
+                at_flags,
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
+        } as libc::ssize_t)
+    }) {
+        return r;
+    }
+    let p = proc_path(dirfd, name)?;
+    // SAFETY: NUL-terminated path and a buffer writable for `buf.len()` bytes.
+    check_ssize(unsafe {
+        if name.is_empty() {
+            libc::listxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+        } else {
+            libc::llistxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+        }
+    })
+}
+
 /// The raw NUL-separated xattr name list.
 pub fn llistxattr(dirfd: BorrowedFd<'_>, name: &OsStr) -> io::Result<Vec<u8>> {
-    let p = proc_path(dirfd, name)?;
     let mut cap = 1024usize;
     loop {
         let mut buf = vec![0u8; cap];
-        let r = unsafe {
-            if name.is_empty() {
-                libc::listxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
-            } else {
-                libc::llistxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+        match listxattr_once(dirfd, name, &mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(buf);
             }
-        };
-        if r >= 0 {
-            buf.truncate(r as usize);
-            return Ok(buf);
+            Err(e) if e.raw_os_error() == Some(libc::ERANGE) && cap < (1 << 22) => cap *= 16,
+            Err(e) => return Err(e),
         }
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::ERANGE) && cap < (1 << 22) {
-            cap *= 16;
-            continue;
-        }
-        return Err(e);
     }
 }
 
@@ -623,4 +763,88 @@ pub fn proc_comm(pid: u32) -> Option<String> {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .ok()
         .map(|s| s.trim_end().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+    use std::sync::atomic::Ordering;
+
+    /// Every xattr wrapper on an entry, on a symlink (never followed) and on
+    /// the directory descriptor itself (empty name), with the `*xattrat`
+    /// calls and, forced, with the /proc fallback: the same answers.
+    fn exercise(dir: &std::path::Path) {
+        let top = std::fs::File::open(dir).unwrap();
+        let root = openat_beneath(
+            top.as_fd(),
+            OsStr::new("."),
+            libc::O_PATH | libc::O_DIRECTORY,
+            0,
+        )
+        .unwrap();
+        let d = root.as_fd();
+        std::fs::write(dir.join("f"), b"x").unwrap();
+        std::os::unix::fs::symlink("f", dir.join("l")).unwrap();
+        let a = c"user.smoothfs-test";
+        for name in ["f", ""] {
+            let n = OsStr::new(name);
+            assert_eq!(
+                lgetxattr(d, n, a).unwrap_err().raw_os_error(),
+                Some(libc::ENODATA)
+            );
+            lsetxattr(d, n, a, b"v1", libc::XATTR_CREATE).unwrap();
+            assert_eq!(
+                lsetxattr(d, n, a, b"v2", libc::XATTR_CREATE)
+                    .unwrap_err()
+                    .raw_os_error(),
+                Some(libc::EEXIST)
+            );
+            lsetxattr(d, n, a, &[7u8; 3000], 0).unwrap();
+            assert_eq!(lgetxattr(d, n, a).unwrap(), vec![7u8; 3000]);
+            assert_eq!(lgetxattr_size(d, n, a).unwrap(), 3000);
+            let list = llistxattr(d, n).unwrap();
+            assert!(list.split(|b| *b == 0).any(|x| x == a.to_bytes()));
+            lremovexattr(d, n, a).unwrap();
+            assert_eq!(
+                lremovexattr(d, n, a).unwrap_err().raw_os_error(),
+                Some(libc::ENODATA)
+            );
+        }
+        // The symlink itself: user xattrs are refused on symlinks (EPERM),
+        // which shows it was not followed to "f".
+        assert_eq!(
+            lsetxattr(d, OsStr::new("l"), a, b"v", 0)
+                .unwrap_err()
+                .raw_os_error(),
+            Some(libc::EPERM)
+        );
+        assert_eq!(
+            lgetxattr(d, OsStr::new("absent"), a)
+                .unwrap_err()
+                .raw_os_error(),
+            Some(libc::ENOENT)
+        );
+    }
+
+    #[test]
+    fn xattr_wrappers_agree_with_and_without_xattrat() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir(t.path().join("at")).unwrap();
+        std::fs::create_dir(t.path().join("proc")).unwrap();
+        exercise(&t.path().join("at"));
+        // On 6.13 and later the calls above were the *xattrat ones.
+        let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+        assert_eq!(unsafe { libc::uname(&mut u) }, 0);
+        let release = unsafe { CStr::from_ptr(u.release.as_ptr()) }.to_string_lossy();
+        let mut v = release.split(|c: char| !c.is_ascii_digit());
+        let major: u32 = v.next().and_then(|x| x.parse().ok()).unwrap_or(0);
+        let minor: u32 = v.next().and_then(|x| x.parse().ok()).unwrap_or(0);
+        if (major, minor) >= (6, 13) {
+            assert_eq!(XATTRAT.load(Ordering::Relaxed), XATTRAT_YES, "{release}");
+        }
+        XATTRAT.store(XATTRAT_NO, Ordering::Relaxed);
+        exercise(&t.path().join("proc"));
+        XATTRAT.store(XATTRAT_UNKNOWN, Ordering::Relaxed);
+    }
 }
