@@ -146,10 +146,14 @@ def main() -> None:
     st = os.statvfs(t0)
     size = st.f_blocks * st.f_frsize
     used = (st.f_blocks - st.f_bavail) * st.f_frsize
-    alloc = os.stat(os.path.join(t1, name(0))).st_blocks * 512
-    # The planner fills to the target while keeping the move reserve free.
+    first = os.path.join(t1, name(0))
+    if not os.path.exists(first):
+        first = os.path.join(t0, name(0))
+    alloc = os.stat(first).st_blocks * 512
+    # The planner fills to the target while keeping the move reserve free;
+    # bench files already on tier 0 (START=full) count as room for the oracle.
     limit = min(size * TARGET_FILL_PCT // 100, size - RESERVE)
-    k = max(0, int((limit - used) // alloc))
+    k = max(0, int((limit - used + len(on_tier(t0)) * alloc) // alloc))
     oracle = sum(weights[:k]) / total_w
 
     load = Workload(mnt, weights)

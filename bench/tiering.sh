@@ -7,8 +7,12 @@
 #
 # Two loop-backed ext4 tiers: tier 0 small enough to hold about a fifth of
 # the files under its 90 % target fill, tier 1 large. FILES files of
-# FILE_KIB KiB are written to tier 1's lower directory before the pool
-# starts (the mount's scrub indexes them), then `smoothfs up` runs the pool
+# FILE_KIB KiB are written to the lower directories before the pool starts
+# (the mount's scrub indexes them): with START=slow (default) all of them
+# on tier 1, as when a fast tier is added to a pool of old data; with
+# START=full a random set filling tier 0 to just under its target and the
+# rest on tier 1, as when files were written through the mount (new files
+# land on tier 0) before the reads began. Then `smoothfs up` runs the pool
 # with its control plane. bench/tiering.py reads the files through the
 # mount (Zipf over a random ranking, then over a new one) and measures,
 # cycle by cycle, the share of reads tier 0 serves against the oracle, and
@@ -36,6 +40,8 @@ HALFLIFE=${HALFLIFE:-40}
 export RATE=${RATE:-2000}
 export PHASE_CYCLES=${PHASE_CYCLES:-6}
 CONFIGS=${CONFIGS:-default smoothfs_max_moves_per_tick=1024}
+START=${START:-slow}
+case $START in slow | full) ;; *) echo "START must be slow or full" >&2; exit 2 ;; esac
 WRITE_DOCS=${WRITE_DOCS:-1}
 
 . bench/lib.sh
@@ -82,12 +88,22 @@ one_run() {
   rm -rf "${WORK:?}"/*
   loop_tier "$WORK/t0.img" "$WORK/t0" "${t0_mib}M" -m 0
   loop_tier "$WORK/t1.img" "$WORK/t1" "${t1_mib}M" -m 0
-  log "writing $FILES files of $FILE_KIB KiB to tier 1"
-  python3 - "$WORK/t1" "$FILES" "$FILE_KIB" <<'PY'
-import os, sys
-root, n, kib = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+  log "writing $FILES files of $FILE_KIB KiB (START=$START)"
+  python3 - "$WORK/t0" "$WORK/t1" "$FILES" "$FILE_KIB" "$START" <<'PY'
+import os, random, sys
+t0, t1, n, kib, start = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+on_t0 = set()
+if start == "full":
+    # Just under tier 0's 90 % target (and its 64 MiB move reserve), so the
+    # planner sees no pressure: what it does is promotion and swaps.
+    st = os.statvfs(t0)
+    size = st.f_blocks * st.f_frsize
+    used = (st.f_blocks - st.f_bavail) * st.f_frsize
+    limit = min(size * 90 // 100, size - (64 << 20))
+    k = int((limit - used) // (kib * 1024) * 0.97)
+    on_t0 = set(random.Random(7).sample(range(n), k))
 for i in range(n):
-    d = os.path.join(root, f"d{i // 100:02d}")
+    d = os.path.join(t0 if i in on_t0 else t1, f"d{i // 100:02d}")
     os.makedirs(d, exist_ok=True)
     with open(os.path.join(d, f"f{i:05d}"), "wb") as f:
         f.write(os.urandom(kib * 1024))
@@ -170,9 +186,18 @@ PY
 echo "$md"
 
 if [ "$WRITE_DOCS" = 1 ]; then
-  python3 bench/docsection.py "Tiering quality (bench/tiering.sh)" <<EOF
+  if [ "$START" = slow ]; then
+    title="Tiering quality (bench/tiering.sh)"
+    placed="starting on tier 1"
+    cmd="bash bench/tiering.sh"
+  else
+    title="Tiering quality, fast tier full at the start (START=full bench/tiering.sh)"
+    placed="starting as a random set that fills tier 0 to just under its target, the rest on tier 1"
+    cmd="START=full bash bench/tiering.sh"
+  fi
+  python3 bench/docsection.py "$title" <<EOF
 two loop-backed ext4 tiers (tier 0 ${t0_mib} MiB, tier 1 ${t1_mib} MiB), $FILES files of
-$FILE_KIB KiB starting on tier 1, \`smoothfs up\` with the planner every
+$FILE_KIB KiB $placed, \`smoothfs up\` with the planner every
 $INTERVAL s, heat half-life $HALFLIFE s, heat drained every second, residency
 and cooldown 0, other policy values default except as listed. Whole-file
 reads through the mount at $RATE/s, Zipf(1.0) over a random ranking for
@@ -180,7 +205,7 @@ $PHASE_CYCLES planner cycles, then over a new random ranking (the hot-set
 shift) for $PHASE_CYCLES more. Each cycle's share is measured 0.5 s before
 the next tick. The oracle holds the K hottest files, K being what tier 0
 takes under its 90 % target fill and the 64 MiB move reserve. Command:
-\`bash bench/tiering.sh\`.
+\`$cmd\`.
 
 $md
 EOF

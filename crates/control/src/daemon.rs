@@ -937,6 +937,7 @@ fn plan_pool(shared: &Arc<Shared>, pool: &Arc<PoolRuntime>) -> Result<(), String
             size_bytes: p.size_bytes,
             reason: p.reason.as_str().to_string(),
             rel_path: String::new(),
+            after: p.after,
         };
         match shared.queue.push(job) {
             Ok(()) => queued += 1,
@@ -1037,24 +1038,29 @@ fn worker_loop(shared: &Arc<Shared>) {
         else {
             continue;
         };
-        run_job(shared, &job, &tracker);
-        shared.queue.done(&job);
+        let moved = run_job(shared, &job, &tracker);
+        for w in shared.queue.done(&job, moved) {
+            tracing::info!(oid = %oid_hex(&w.oid), victim = %oid_hex(&job.oid),
+                "swap promotion dropped: its victim did not leave tier {}; the next tick plans again",
+                w.to);
+        }
     }
 }
 
-fn run_job(shared: &Arc<Shared>, job: &Job, tracker: &MoveTracker) {
+/// Run one queued move; whether the object now sits on the destination.
+fn run_job(shared: &Arc<Shared>, job: &Job, tracker: &MoveTracker) -> bool {
     let Some(pool) = shared.pool(&job.pool_uuid) else {
-        return;
+        return false;
     };
     if !pool.online.load(Ordering::SeqCst) || shared.stopping() {
-        return;
+        return false;
     }
     let record = pool.record();
     let mut client = match Client::connect(pool.socket()) {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(pool = %record.name, "worker: cannot connect: {e}");
-            return;
+            return false;
         }
     };
     let mv = PlannedMove {
@@ -1100,6 +1106,7 @@ fn run_job(shared: &Arc<Shared>, job: &Job, tracker: &MoveTracker) {
     };
     tracing::info!(pool = %record.name, oid = %oid_hex(&job.oid), seq = tracker.transaction_seq,
         "move ended: {result:?}");
+    matches!(result, MoveResult::Moved { .. })
 }
 
 // ---------------------------------------------------------------------------

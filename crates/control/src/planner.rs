@@ -368,6 +368,9 @@ pub struct PlannedMove {
     pub reason: Reason,
     pub size_bytes: u64,
     pub heat: f64,
+    /// A swap's promotion names its victim: the room it moves into is the
+    /// victim's, so it must not start before the victim's demotion ends.
+    pub after: Option<[u8; 16]>,
 }
 
 /// A tier's pressure at the start of the tick (S22.4/5).
@@ -872,6 +875,7 @@ impl<'a> Planner<'a> {
             reason,
             size_bytes: size,
             heat: self.heat(i),
+            after: None,
         });
         self.set(
             i,
@@ -1148,6 +1152,9 @@ impl<'a> Planner<'a> {
                     self.note_gate(v, vd, GateDirection::Down);
                     self.emit(v, vd, Reason::DemoteSwap);
                     self.emit(c, at, reason);
+                    if let Some(p) = self.plans.last_mut() {
+                        p.after = Some(self.objs[v].oid);
+                    }
                 } else {
                     self.defer(c, Reason::DeferredTickLimit);
                 }

@@ -427,6 +427,11 @@ pub struct Job {
     pub size_bytes: u64,
     pub reason: String,
     pub rel_path: String,
+    /// The OID whose move must end before this one starts: a swap's
+    /// promotion waits for its victim's demotion, whose room it takes
+    /// (S22.5/1 emits the demotion first; with several workers emitting
+    /// first is not enough).
+    pub after: Option<[u8; 16]>,
 }
 
 #[derive(Default)]
@@ -596,7 +601,9 @@ impl Queue {
         loop {
             let free = |s: &QueueState, j: &Job| {
                 let l = |r: u8| s.load.get(&(j.pool_uuid, r)).copied().unwrap_or(0);
-                l(j.from) < per_tier && l(j.to) < per_tier
+                l(j.from) < per_tier
+                    && l(j.to) < per_tier
+                    && j.after.is_none_or(|a| !s.busy.contains(&a))
             };
             if let Some(pos) = s.jobs.iter().position(|j| free(&s, j)) {
                 let job = s.jobs.remove(pos)?;
@@ -618,8 +625,12 @@ impl Queue {
         }
     }
 
-    /// A job finished (whatever the result).
-    pub fn done(&self, job: &Job) {
+    /// A job finished; `moved` says whether the object now sits on the
+    /// destination. When it did not, the queued jobs waiting for it (swap
+    /// promotions into the room it was to leave) are dropped and returned:
+    /// they would only be refused for lack of room, and the next tick plans
+    /// them again.
+    pub fn done(&self, job: &Job, moved: bool) -> Vec<Job> {
         let mut s = lock(&self.state);
         for r in [job.from, job.to] {
             if let Some(n) = s.load.get_mut(&(job.pool_uuid, r)) {
@@ -628,7 +639,19 @@ impl Queue {
         }
         s.running.remove(&job.oid);
         s.busy.remove(&job.oid);
+        let mut dropped = Vec::new();
+        if !moved {
+            let (keep, waiting): (VecDeque<Job>, VecDeque<Job>) = std::mem::take(&mut s.jobs)
+                .into_iter()
+                .partition(|j| j.after != Some(job.oid));
+            s.jobs = keep;
+            for j in waiting {
+                s.busy.remove(&j.oid);
+                dropped.push(j);
+            }
+        }
         drop(s);
         self.cv.notify_all();
+        dropped
     }
 }

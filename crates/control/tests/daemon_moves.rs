@@ -488,7 +488,22 @@ fn job(n: u8, from: u8, to: u8) -> Job {
         size_bytes: 100,
         reason: "promote".into(),
         rel_path: String::new(),
+        after: None,
     }
+}
+
+/// The tracker a worker makes for a job it takes from the queue.
+fn queue_tracker(j: &Job) -> Arc<MoveTracker> {
+    Arc::new(MoveTracker::new(
+        "p",
+        j.pool_uuid,
+        j.oid,
+        "",
+        j.from,
+        j.to,
+        &j.reason,
+        1,
+    ))
 }
 
 /// S10.3/6: never two entries or runs for one OID; at most
@@ -502,37 +517,25 @@ fn the_queue_dedupes_and_limits_moves_per_tier() {
     q.push(job(2, 1, 0)).unwrap();
     q.push(job(3, 2, 1)).unwrap();
     q.push(job(4, 2, 3)).unwrap();
-    let make = |j: &Job| {
-        Arc::new(MoveTracker::new(
-            "p",
-            j.pool_uuid,
-            j.oid,
-            "",
-            j.from,
-            j.to,
-            &j.reason,
-            1,
-        ))
-    };
     let wait = Duration::from_millis(50);
     // Per tier limit 1: job 1 takes tiers 0 and 1; 2 and 3 wait; 4 runs.
-    let (a, _) = q.take(1, wait, &make).unwrap();
+    let (a, _) = q.take(1, wait, &queue_tracker).unwrap();
     assert_eq!(a.oid[15], 1);
-    let (b, _) = q.take(1, wait, &make).unwrap();
+    let (b, _) = q.take(1, wait, &queue_tracker).unwrap();
     assert_eq!(b.oid[15], 4);
-    assert!(q.take(1, wait, &make).is_none());
+    assert!(q.take(1, wait, &queue_tracker).is_none());
     // Running OIDs stay busy: no second queue entry.
     assert_eq!(q.push(job(1, 1, 0)), Err(Rejected::AlreadyQueued));
     assert_eq!(q.running().len(), 2);
-    q.done(&a);
-    let (c, _) = q.take(1, wait, &make).unwrap();
+    q.done(&a, true);
+    let (c, _) = q.take(1, wait, &queue_tracker).unwrap();
     assert_eq!(c.oid[15], 2);
     // Unqueue and cancel.
     assert_eq!(q.cancel(&job(3, 0, 0).oid, "x"), Some(false));
     assert_eq!(q.cancel(&job(2, 0, 0).oid, "x"), Some(true));
     assert_eq!(q.cancel(&job(9, 0, 0).oid, "x"), None);
-    q.done(&b);
-    q.done(&c);
+    q.done(&b, true);
+    q.done(&c, true);
     assert!(q.busy().is_empty());
     // Capacity.
     for n in 0..=255u8 {
@@ -547,6 +550,48 @@ fn the_queue_dedupes_and_limits_moves_per_tier() {
         smoothfs_control::workers::QUEUE_CAPACITY - 256
     );
     assert_eq!(q.drop_pool(&uuid::Uuid::from_u128(1)), 256);
+    assert!(q.busy().is_empty());
+}
+
+/// A swap's promotion (S22.4/4) moves into the room its victim leaves: it
+/// is not started while the victim's demotion is queued or running, even
+/// with tiers free for both; it is dropped, no longer busy, when the
+/// victim did not move.
+#[test]
+fn a_swap_promotion_waits_for_its_victim() {
+    let q = Queue::new();
+    let wait = Duration::from_millis(50);
+    let victim = job(1, 0, 1);
+    let mut promo = job(2, 1, 0);
+    promo.after = Some(victim.oid);
+    // Queued before its victim, it still waits for it.
+    q.push(promo.clone()).unwrap();
+    q.push(victim.clone()).unwrap();
+    let (v, _) = q.take(2, wait, &queue_tracker).unwrap();
+    assert_eq!(v.oid, victim.oid);
+    assert!(
+        q.take(2, wait, &queue_tracker).is_none(),
+        "promotion started beside its victim"
+    );
+    assert!(q.done(&v, true).is_empty());
+    let (p, _) = q.take(2, wait, &queue_tracker).unwrap();
+    assert_eq!(p.oid, promo.oid);
+    assert!(q.done(&p, true).is_empty());
+
+    // The victim fails: its promotion leaves the queue, other jobs stay.
+    q.push(promo.clone()).unwrap();
+    q.push(victim.clone()).unwrap();
+    q.push(job(3, 1, 0)).unwrap();
+    let (v, _) = q.take(2, wait, &queue_tracker).unwrap();
+    assert_eq!(v.oid, victim.oid);
+    let dropped = q.done(&v, false);
+    assert_eq!(dropped.len(), 1);
+    assert_eq!(dropped[0].oid, promo.oid);
+    assert!(!q.is_busy(&promo.oid));
+    assert_eq!(q.queued_len(), 1);
+    let (o, _) = q.take(2, wait, &queue_tracker).unwrap();
+    assert_eq!(o.oid[15], 3);
+    assert!(q.done(&o, false).is_empty());
     assert!(q.busy().is_empty());
 }
 

@@ -207,6 +207,10 @@ fn a5_swap_demotes_the_victim_before_the_promotion() {
         plans(&out),
         vec![(1, 0, 1, Reason::DemoteSwap), (9, 1, 0, Reason::Promote)]
     );
+    // The promotion waits for its victim (the worker queue keeps it until
+    // the demotion has ended); nothing else waits.
+    assert_eq!(out.plans[0].after, None);
+    assert_eq!(out.plans[1].after, Some(objects[0].oid));
 
     objects[0].heat = 45_000.0;
     let out = run(&tiers, &objects);
