@@ -444,6 +444,19 @@ struct QueueState {
     running: HashMap<[u8; 16], Arc<MoveTracker>>,
 }
 
+/// Remove the queued jobs waiting for `victim` (swap promotions) and
+/// return them.
+fn drop_waiting(s: &mut QueueState, victim: &[u8; 16]) -> Vec<Job> {
+    let (keep, waiting): (VecDeque<Job>, VecDeque<Job>) = std::mem::take(&mut s.jobs)
+        .into_iter()
+        .partition(|j| j.after.as_ref() != Some(victim));
+    s.jobs = keep;
+    for j in &waiting {
+        s.busy.remove(&j.oid);
+    }
+    waiting.into()
+}
+
 /// The plan queue shared by the planner and the workers.
 #[derive(Default)]
 pub struct Queue {
@@ -566,6 +579,9 @@ impl Queue {
         let pos = s.jobs.iter().position(|j| &j.oid == oid)?;
         s.jobs.remove(pos);
         s.busy.remove(oid);
+        for w in drop_waiting(&mut s, oid) {
+            tracing::info!(oid = %oid_hex(&w.oid), "swap promotion unqueued with its victim");
+        }
         Some(false)
     }
 
@@ -639,17 +655,11 @@ impl Queue {
         }
         s.running.remove(&job.oid);
         s.busy.remove(&job.oid);
-        let mut dropped = Vec::new();
-        if !moved {
-            let (keep, waiting): (VecDeque<Job>, VecDeque<Job>) = std::mem::take(&mut s.jobs)
-                .into_iter()
-                .partition(|j| j.after != Some(job.oid));
-            s.jobs = keep;
-            for j in waiting {
-                s.busy.remove(&j.oid);
-                dropped.push(j);
-            }
-        }
+        let dropped = if moved {
+            Vec::new()
+        } else {
+            drop_waiting(&mut s, &job.oid)
+        };
         drop(s);
         self.cv.notify_all();
         dropped

@@ -593,6 +593,13 @@ fn a_swap_promotion_waits_for_its_victim() {
     assert_eq!(o.oid[15], 3);
     assert!(q.done(&o, false).is_empty());
     assert!(q.busy().is_empty());
+
+    // An operator unqueues the victim: its promotion goes with it.
+    q.push(promo.clone()).unwrap();
+    q.push(victim.clone()).unwrap();
+    assert_eq!(q.cancel(&victim.oid, "operator"), Some(false));
+    assert!(q.busy().is_empty());
+    assert_eq!(q.queued_len(), 0);
 }
 
 /// S29.2 `smoothfs_verify_readback` and `smoothfs_verify_source_rehash`
