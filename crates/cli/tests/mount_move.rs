@@ -110,6 +110,29 @@ fn cutover(c: &mut Client, pool: &Pool, oid: &[u8], seq: u64, ws: Option<u64>) -
     errno_of(&c.request(Command::MoveCutover, &a))
 }
 
+/// MOVE_CUTOVER on its own connection and thread (for a cutover the test
+/// holds at a failpoint); joins to the errno.
+fn cutover_in_thread(
+    pool: &Pool,
+    oid: &[u8],
+    seq: u64,
+    ws: Option<u64>,
+) -> std::thread::JoinHandle<i32> {
+    let uuid = uuid::Uuid::parse_str(pool.uuid()).expect("uuid");
+    let oid = oid.to_vec();
+    std::thread::spawn(move || {
+        let mut c = Client::connect_pool(&uuid).expect("connect");
+        let mut a = AttrBuf::new();
+        a.put_bytes(Attr::PoolUuid, uuid.as_bytes())
+            .put_bytes(Attr::ObjectId, &oid)
+            .put_u64(Attr::TransactionSeq, seq);
+        if let Some(w) = ws {
+            a.put_u64(Attr::WriteSeq, w);
+        }
+        errno_of(&c.request(Command::MoveCutover, &a))
+    })
+}
+
 fn cleanup(c: &mut Client, pool: &Pool, oid: &[u8], seq: u64) -> i32 {
     let mut a = base(pool, oid);
     a.put_u64(Attr::TransactionSeq, seq);
@@ -127,10 +150,21 @@ fn stage_copy(src_lower: &Path, staging: &Path) {
     File::open(staging).unwrap().sync_all().unwrap();
 }
 
+/// No staging file in `incoming` and no switched source copy in `outgoing`.
 fn staging_dir_empty(tier: &Path) -> bool {
-    fs::read_dir(tier.join(".smoothfs/incoming"))
-        .map(|d| d.count() == 0)
-        .unwrap_or(true)
+    [".smoothfs/incoming", ".smoothfs/outgoing"]
+        .iter()
+        .all(|d| {
+            fs::read_dir(tier.join(d))
+                .map(|d| d.count() == 0)
+                .unwrap_or(true)
+        })
+}
+
+fn outgoing_count(tier: &Path) -> usize {
+    fs::read_dir(tier.join(".smoothfs/outgoing"))
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 #[test]
@@ -165,8 +199,21 @@ fn s11_a1_a3_nested_cutover_handle_follows_and_events() {
     // A3: nested path kept on the destination.
     assert!(p.t1.join(rel).is_file(), "destination at the same rel_path");
     assert!(!p.t1.join("object.txt").exists());
+    // The old source left the namespace at the switch (S11.2); it waits
+    // in outgoing for cleanup.
+    assert!(!p.t0.join(rel).exists(), "source copy out of the namespace");
+    let retired: Vec<PathBuf> = fs::read_dir(p.t0.join(".smoothfs/outgoing"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(retired.len(), 1);
     // A1: out-of-band write to the old source is never visible.
-    fs::write(p.t0.join(rel), b"STALE SOURCE").unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&retired[0])
+        .unwrap()
+        .write_all_at(b"STALE SOURCE", 0)
+        .unwrap();
     let mut got = vec![0u8; 16];
     h.read_exact_at(&mut got, 0).unwrap();
     assert_eq!(&got[..], &data[..16], "reads hit the destination");
@@ -178,6 +225,7 @@ fn s11_a1_a3_nested_cutover_handle_follows_and_events() {
     assert_eq!(dest.len(), 200 << 10, "ftruncate reached the destination");
     assert_eq!(cleanup(&mut c, &p.pool, &oid, 100), 0);
     assert!(!p.t0.join(rel).exists(), "source copy removed by cleanup");
+    assert!(!retired[0].exists(), "source copy removed by cleanup");
     drop(h);
     assert_eq!(ino_of(&p.mnt(rel)), ino, "inode number unchanged");
     let mut f = File::open(p.mnt(rel)).unwrap();
@@ -329,18 +377,7 @@ fn s11_a5_a6_writes_wait_for_the_cutover_and_the_drain_times_out() {
     stage_copy(&t0.join(rel), &staging);
     let ws = inspect(&mut c, &pool, &oid).write_seq;
     // A5: the cutover holds after the drain; a write issued now waits.
-    let uuid = pool.uuid().to_string();
-    let oid2 = oid.clone();
-    let cut = std::thread::spawn(move || {
-        let u = uuid::Uuid::parse_str(&uuid).unwrap();
-        let mut c = Client::connect_pool(&u).unwrap();
-        let mut a = AttrBuf::new();
-        a.put_bytes(Attr::PoolUuid, u.as_bytes())
-            .put_bytes(Attr::ObjectId, &oid2)
-            .put_u64(Attr::TransactionSeq, 1)
-            .put_u64(Attr::WriteSeq, ws);
-        errno_of(&c.request(Command::MoveCutover, &a))
-    });
+    let cut = cutover_in_thread(&pool, &oid, 1, Some(ws));
     std::thread::sleep(Duration::from_millis(300));
     let writer = std::thread::spawn(move || {
         h.seek(SeekFrom::Start(0)).unwrap();
@@ -481,6 +518,14 @@ fn s19_crash_after_switch_rolls_forward() {
         return;
     }
     crash_at("cutover_after_switch_journal", 1);
+}
+
+#[test]
+fn s19_crash_after_the_source_left_the_namespace_rolls_forward() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    crash_at("cutover_after_retire_source", 1);
 }
 
 #[test]
@@ -646,4 +691,96 @@ fn s2_5_item4_interrupted_directory_rename_is_finished_at_mount() {
     fs::create_dir(pool.join("d")).unwrap();
     pool.remount();
     assert!(pool.join("d").is_dir() && pool.join("e/fast.txt").is_file());
+}
+
+/// S11.2: an unlink while the cutover waits for the drain is not undone by
+/// the switch. Before, the staging copy was renamed in after the unlink and
+/// the file came back on the destination tier.
+#[test]
+fn s11_unlink_while_the_cutover_waits_is_not_undone() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let t0 = LoopTier::new("ext4", 256);
+    let t1 = LoopTier::new("ext4", 256);
+    let gate = std::env::temp_dir().join(format!("smoothfs-gate-{}", std::process::id()));
+    let _ = fs::remove_file(&gate);
+    let spec = format!("cutover_before_drain=wait({})", gate.display());
+    let pool = Pool::mount_with_env(
+        &[t0.path(), t1.path()],
+        "",
+        &[("SMOOTHFS_FAILPOINTS", spec.as_str())],
+    );
+    let rel = "d/gone.bin";
+    fs::create_dir_all(pool.join("d")).unwrap();
+    write_synced(&pool.join(rel), &pattern(100_000, 3));
+    let oid = oid_of(&pool.join(rel));
+    let mut c = client(&pool);
+    let staging = plan(&mut c, &pool, &oid, 1, 7).expect("plan");
+    stage_copy(&t0.join(rel), &staging);
+    let cut = cutover_in_thread(&pool, &oid, 7, None);
+    // The cutover is parked before its drain, in cutover_in_progress.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while inspect(&mut c, &pool, &oid).state != 6 {
+        assert!(Instant::now() < deadline, "cutover never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    fs::remove_file(pool.join(rel)).expect("unlink during the cutover");
+    File::create(&gate).unwrap();
+    let errno = cut.join().unwrap();
+    let _ = fs::remove_file(&gate);
+    assert!(
+        errno == libc::ENOENT || errno == libc::ESTALE,
+        "the switch refuses an object that lost its name: errno {errno}"
+    );
+    assert!(!pool.join(rel).exists(), "the unlinked file came back");
+    assert!(fs::read_dir(pool.join("d")).unwrap().next().is_none());
+    assert!(tiers_holding(&[t0.path(), t1.path()], rel).is_empty());
+    assert!(staging_dir_empty(t0.path()) && staging_dir_empty(t1.path()));
+}
+
+/// S11.2: from the switch on, the source copy is out of the namespace
+/// (in `.smoothfs/outgoing` until cleanup). Before, it stayed at its name
+/// until cleanup: a file created there in that window was opened as the
+/// moving object and deleted by the cleanup (the logrotate pattern), a
+/// rename back onto the name was a no-op, and listings saw it.
+#[test]
+fn s11_the_source_copy_leaves_the_namespace_at_the_switch() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let p = TwoTierPool::new("ext4", "ext4", "");
+    let pool = &p.pool;
+    fs::create_dir_all(p.mnt("logs")).unwrap();
+    let old = pattern(200_000, 5);
+    write_synced(&p.mnt("logs/app.log"), &old);
+    let ino = ino_of(&p.mnt("logs/app.log"));
+    let oid = oid_of(&p.mnt("logs/app.log"));
+    let mut c = client(pool);
+    let staging = plan(&mut c, pool, &oid, 1, 3).expect("plan");
+    stage_copy(&p.lower("logs/app.log"), &staging);
+    assert_eq!(cutover(&mut c, pool, &oid, 3, None), 0);
+    // Switched, not cleaned up: one copy in the namespace, the source in
+    // outgoing.
+    assert_eq!(p.holders("logs/app.log"), vec![1]);
+    assert_eq!(outgoing_count(p.t0.path()), 1);
+    // Rotate: rename away, a new file at the old name.
+    fs::rename(p.mnt("logs/app.log"), p.mnt("logs/app.log.1")).unwrap();
+    let new = pattern(50_000, 6);
+    write_synced(&p.mnt("logs/app.log"), &new);
+    // Rename back and forth over the name.
+    fs::rename(p.mnt("logs/app.log.1"), p.mnt("logs/app.log.2")).unwrap();
+    let mut names: Vec<String> = fs::read_dir(p.mnt("logs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["app.log", "app.log.2"]);
+    assert_eq!(cleanup(&mut c, pool, &oid, 3), 0);
+    assert_eq!(outgoing_count(p.t0.path()), 0);
+    assert_eq!(fs::read(p.mnt("logs/app.log")).unwrap(), new);
+    assert_eq!(fs::read(p.mnt("logs/app.log.2")).unwrap(), old);
+    assert_eq!(ino_of(&p.mnt("logs/app.log.2")), ino);
+    assert_eq!(p.holders("logs/app.log.2"), vec![1]);
+    assert_eq!(p.holders("logs/app.log"), vec![0]);
 }

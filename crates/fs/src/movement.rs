@@ -44,6 +44,9 @@ const GEN_XATTR: &std::ffi::CStr = c"trusted.smoothfs.gen";
 pub const INCOMING_DIR: &str = ".smoothfs/incoming";
 /// `<tier>/.smoothfs/quarantine`: foreign files found at a cutover target.
 pub const QUARANTINE_DIR: &str = ".smoothfs/quarantine";
+/// `<tier>/.smoothfs/outgoing`: source copies of switched moves, named by
+/// OID, taken out of the namespace at the switch and removed by cleanup.
+pub const OUTGOING_DIR: &str = ".smoothfs/outgoing";
 /// MOVE_PLAN gate 15: free space needed beyond the object's size.
 pub const MOVE_RESERVE_BYTES: u64 = smoothfs_uapi::codec::MOVE_PLAN_RESERVE_BYTES;
 const NO_SLOT: u8 = 0xFF;
@@ -219,17 +222,51 @@ impl Namespace {
         PathBuf::from(p)
     }
 
-    /// Create `.smoothfs/incoming` and `.smoothfs/quarantine` on every tier
-    /// and remove staging leftovers (no plan survives a remount, S19.1).
+    /// Create `.smoothfs/incoming`, `outgoing` and `quarantine` on every
+    /// tier and remove staging leftovers (no plan survives a remount,
+    /// S19.1); settle the source copies a crash left in `outgoing`.
     pub fn prepare_movement_dirs(&self) {
         for t in &self.tiers {
             self.prepare_movement_dirs_on(t);
+            self.settle_outgoing(t);
+        }
+    }
+
+    /// At mount, after replay: a source copy in `outgoing` was put there
+    /// after its move's `switched` was durable, so it is removed when the
+    /// index places its object on another tier. Otherwise (no record, or
+    /// the index says the object lives here: a journal that lost records)
+    /// it goes to quarantine: nothing is deleted that is not proven
+    /// redundant.
+    fn settle_outgoing(&self, t: &crate::tier::Tier) {
+        let Ok(d) = t.open_dir(OsStr::new(OUTGOING_DIR)) else {
+            return;
+        };
+        let Ok(list) = sys::read_dir_all(d.as_fd()) else {
+            return;
+        };
+        for e in list {
+            let n = OsStr::from_bytes(&e.name);
+            let oid = sys::lgetxattr(d.as_fd(), n, OID_XATTR)
+                .ok()
+                .and_then(|v| Oid::from_slice(&v));
+            let elsewhere = oid
+                .and_then(|o| self.placement.get(&o))
+                .is_some_and(|rec| rec.slot != t.slot && self.tier_by_slot(rec.slot).is_some());
+            if elsewhere {
+                match sys::unlinkat(d.as_fd(), n, false) {
+                    Ok(()) => info!("tier {}: removed switched source copy {:?}", t.rank, n),
+                    Err(err) => warn!("tier {}: switched source copy {:?}: {err}", t.rank, n),
+                }
+            } else if let Err(err) = self.quarantine(t.rank, &d, n) {
+                warn!("tier {}: outgoing copy {:?} kept: {err}", t.rank, n);
+            }
         }
     }
 
     fn prepare_movement_dirs_on(&self, t: &crate::tier::Tier) {
         {
-            for dir in [INCOMING_DIR, QUARANTINE_DIR] {
+            for dir in [INCOMING_DIR, OUTGOING_DIR, QUARANTINE_DIR] {
                 let (_, name) = split(OsStr::new(dir));
                 if let Ok(d) = t.open_dir(OsStr::new(INTERNAL_DIR))
                     && let Err(e) = sys::mkdirat(d.as_fd(), &name, 0o700)
@@ -700,7 +737,7 @@ impl Namespace {
         let oid = live.oid;
         let dst_slot = self.tiers[usize::from(dest)].slot;
         let ns_guard = self.ns_lock.lock();
-        let (rel, dst_ino) = match self.switch(live, seq, src, dest) {
+        let (rel, dst_ino, source_rel) = match self.switch(live, seq, src, dest) {
             Ok(v) => v,
             Err((e, placed_rel)) => {
                 drop(ns_guard);
@@ -717,7 +754,7 @@ impl Namespace {
         {
             let mut mv = live.mv.lock();
             mv.state = state::SWITCHED;
-            mv.source_rel = Some(rel.clone());
+            mv.source_rel = Some(source_rel);
             mv.switched_at = Some(Instant::now());
         }
         if let Some(mut rec) = self.placement.get(&oid) {
@@ -854,11 +891,29 @@ impl Namespace {
         seq: u64,
         src: u8,
         dest: u8,
-    ) -> std::result::Result<(OsString, libc::stat), (Error, Option<OsString>)> {
+    ) -> std::result::Result<(OsString, libc::stat, OsString), (Error, Option<OsString>)> {
         let oid = live.oid;
         let node = self.node(oid.ino()).map_err(|e| (e, None))?;
         let rel = node.rel_path.clone();
         let (parent, name) = split(&rel);
+        // The object still owns its name on the source: an unlink or a
+        // rename over it while the drain waited (both serialise with the
+        // switch on ns_lock) must not be undone by renaming the copy in.
+        let st = &self.tiers[usize::from(src)];
+        let spd = st
+            .open_dir(&parent)
+            .ok()
+            .filter(|d| matches!(sys::lgetxattr(d.as_fd(), &name, OID_XATTR), Ok(v) if v == oid.0));
+        let Some(spd) = spd else {
+            return Err((
+                err!(
+                    libc::ENOENT,
+                    "{:?} no longer names the object on tier {src} (unlinked or replaced)",
+                    rel
+                ),
+                None,
+            ));
+        };
         // A hard link made while the drain waited (link() serialises with
         // the switch on ns_lock) would be left behind on the source.
         if let Ok(st) = self.getattr(oid.ino())
@@ -960,7 +1015,38 @@ impl Namespace {
             .move_state(&oid, state::SWITCHED, src_slot, dt.slot, seq, "switched")
             .map_err(|e| (err!(libc::EIO, "journaling switched: {e}"), placed.clone()))?;
         let _ = failpoint::hit("cutover_after_switch_journal");
-        Ok((rel, st))
+        // The source copy leaves the namespace now, not at cleanup: until
+        // then a create, link, rename or listing at its name on the source
+        // tier would find a second copy of a live object.
+        let source_rel = self
+            .retire_source(src, &spd, &name, &oid)
+            .unwrap_or(rel.clone());
+        let _ = failpoint::hit("cutover_after_retire_source");
+        Ok((rel, st, source_rel))
+    }
+
+    /// Rename the switched source copy `name` in `spd` on tier `src` to
+    /// `outgoing/<oid>`; its new relative path, or None (logged) when it
+    /// stays where it is for cleanup to remove.
+    fn retire_source(&self, src: u8, spd: &OwnedFd, name: &OsStr, oid: &Oid) -> Option<OsString> {
+        let t = &self.tiers[usize::from(src)];
+        let out = match t.open_dir(OsStr::new(OUTGOING_DIR)) {
+            Ok(d) => d,
+            Err(_) => {
+                self.prepare_movement_dirs_on(t);
+                t.open_dir(OsStr::new(OUTGOING_DIR))
+                    .map_err(|e| warn!(%oid, "tier {src}: no {OUTGOING_DIR}: {e}"))
+                    .ok()?
+            }
+        };
+        let oname = OsString::from(oid.to_string());
+        match sys::renameat2(spd.as_fd(), name, out.as_fd(), &oname, 0) {
+            Ok(()) => Some(rel_join(OsStr::new(OUTGOING_DIR), &oname)),
+            Err(e) => {
+                warn!(%oid, "tier {src}: source copy {name:?} stays in place until cleanup: {e}");
+                None
+            }
+        }
     }
 
     fn quarantine(&self, rank: u8, pd: &OwnedFd, name: &OsStr) -> Result<()> {
