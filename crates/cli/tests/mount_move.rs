@@ -784,3 +784,68 @@ fn s11_the_source_copy_leaves_the_namespace_at_the_switch() {
     assert_eq!(p.holders("logs/app.log.2"), vec![1]);
     assert_eq!(p.holders("logs/app.log"), vec![0]);
 }
+
+/// A named metadata change made through the mount.
+type MetaChange = (&'static str, fn(&Path));
+
+/// Metadata set after the plan (mode, owner, times, xattrs) may be missing
+/// from the staging copy: the cutover refuses (ESTALE), the source keeps
+/// everything, and a new move carries it. Before, the move succeeded and
+/// the changes were lost.
+#[test]
+fn s11_metadata_changed_after_the_plan_fails_the_cutover() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let p = TwoTierPool::new("ext4", "ext4", "");
+    let pool = &p.pool;
+    let rel = "meta.bin";
+    let data = pattern(80_000, 8);
+    write_synced(&p.mnt(rel), &data);
+    let oid = oid_of(&p.mnt(rel));
+    let mut c = client(pool);
+    let changes: [MetaChange; 3] = [
+        ("chmod", |f| {
+            fs::set_permissions(f, fs::Permissions::from_mode(0o600)).unwrap()
+        }),
+        ("setxattr", |f| set_xattr(f, "user.tag", b"v2").unwrap()),
+        ("utimes", |f| {
+            let t = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+            File::options()
+                .write(true)
+                .open(f)
+                .unwrap()
+                .set_modified(t)
+                .unwrap()
+        }),
+    ];
+    for (seq, (what, change)) in (10u64..).zip(changes) {
+        let staging = plan(&mut c, pool, &oid, 1, seq).expect("plan");
+        stage_copy(&p.lower(rel), &staging);
+        change(&p.mnt(rel));
+        wait_no_handles(&mut c, pool, &oid);
+        assert_eq!(
+            cutover(&mut c, pool, &oid, seq, None),
+            libc::ESTALE,
+            "{what} after the plan"
+        );
+        let i = inspect(&mut c, pool, &oid);
+        assert_eq!(
+            (i.state, i.current),
+            (0, 0),
+            "{what}: back to placed on the source"
+        );
+        assert_eq!(p.holders(rel), vec![0]);
+        assert!(staging_dir_empty(p.t1.path()));
+    }
+    // A move planned after the changes carries them.
+    let staging = plan(&mut c, pool, &oid, 1, 20).expect("plan");
+    stage_copy(&p.lower(rel), &staging);
+    assert_eq!(cutover(&mut c, pool, &oid, 20, None), 0);
+    assert_eq!(cleanup(&mut c, pool, &oid, 20), 0);
+    let md = fs::metadata(p.mnt(rel)).unwrap();
+    assert_eq!(md.permissions().mode() & 0o777, 0o600);
+    assert_eq!(get_xattr(&p.mnt(rel), "user.tag").unwrap(), b"v2");
+    // (Times are not checked here: stage_copy copies bytes and xattrs only.)
+    assert_eq!(fs::read(p.mnt(rel)).unwrap(), data);
+}

@@ -223,6 +223,28 @@ impl SmoothFs {
         self.next_fh.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// [`meta_live`](Self::meta_live) for an xattr change, unless `name`
+    /// is one of smoothfs's own (the protocol pins are not lower xattrs).
+    fn lower_xattr_live(&self, ino: u64, name: &OsStr) -> Option<Arc<LiveObj>> {
+        if name
+            .as_encoded_bytes()
+            .starts_with(crate::oid::XATTR_RESERVED_PREFIX.as_bytes())
+        {
+            return None;
+        }
+        self.meta_live(ino)
+    }
+
+    /// The live object of a regular file for a metadata change: the caller
+    /// holds its drain lock shared while it changes the lower, so the
+    /// change lands on the lower that is current when it runs (a cutover
+    /// waits for it), and calls [`LiveObj::meta_changed`] after it.
+    /// Directories, symlinks and special files never move: None.
+    fn meta_live(&self, ino: u64) -> Option<Arc<LiveObj>> {
+        let n = self.ns.node(ino).ok()?;
+        (n.kind == KIND_FILE).then(|| self.ns.live.get_or_create(ino, n.oid))
+    }
+
     fn handle(&self, fh: FileHandle) -> Result<Arc<Handle>, Errno> {
         self.handles.read().get(&fh.0).cloned().ok_or(Errno::EBADF)
     }
@@ -669,19 +691,20 @@ impl Filesystem for SmoothFs {
         reply: ReplyAttr,
     ) {
         let h = fh.and_then(|f| self.handle(f).ok());
-        // A size change is data-changing: it drains with the cutover (S11.3).
-        let live = if size.is_some() {
-            match &h {
-                Some(h) => Some(Arc::clone(&h.live)),
-                None => match self.ns.node(ino.0) {
-                    Ok(n) => Some(self.ns.live.get_or_create(ino.0, n.oid)),
-                    Err(e) => return reply.error(errno(&e)),
-                },
-            }
-        } else {
-            None
+        // A size change is data-changing: it drains with the cutover
+        // (S11.3). Mode, owner and times drain too, and a move planned
+        // before them does not cut over (LiveObj::meta_changed).
+        let live = match &h {
+            Some(h) => Some(Arc::clone(&h.live)),
+            None if size.is_some() => match self.ns.node(ino.0) {
+                Ok(n) => Some(self.ns.live.get_or_create(ino.0, n.oid)),
+                Err(e) => return reply.error(errno(&e)),
+            },
+            None => self.meta_live(ino.0),
         };
         let _drain = live.as_ref().map(|l| l.drain.read());
+        let meta =
+            mode.is_some() || uid.is_some() || gid.is_some() || atime.is_some() || mtime.is_some();
         let fd = match &h {
             Some(h) => match self.fd_of(h) {
                 Ok(fd) => Some(fd),
@@ -702,7 +725,12 @@ impl Filesystem for SmoothFs {
         match r {
             Ok(mut st) => {
                 if let Some(l) = &live {
-                    l.wrote();
+                    if size.is_some() {
+                        l.wrote();
+                    }
+                    if meta {
+                        l.meta_changed();
+                    }
                 }
                 // Truncate, chown and chgrp by an unprivileged caller clear
                 // set-id bits (KILLPRIV_V2 leaves it to us; an explicit new
@@ -1303,8 +1331,15 @@ impl Filesystem for SmoothFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        let live = self.lower_xattr_live(ino.0, name);
+        let _drain = live.as_ref().map(|l| l.drain.read());
         match self.ns.setxattr(ino.0, name, value, flags, req.uid()) {
-            Ok(()) => reply.ok(),
+            Ok(()) => {
+                if let Some(l) = &live {
+                    l.meta_changed();
+                }
+                reply.ok()
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -1328,8 +1363,15 @@ impl Filesystem for SmoothFs {
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let live = self.lower_xattr_live(ino.0, name);
+        let _drain = live.as_ref().map(|l| l.drain.read());
         match self.ns.removexattr(ino.0, name, req.uid()) {
-            Ok(()) => reply.ok(),
+            Ok(()) => {
+                if let Some(l) = &live {
+                    l.meta_changed();
+                }
+                reply.ok()
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -1394,8 +1436,19 @@ impl Filesystem for SmoothFs {
         } else if (out_size as usize) < arg.len() {
             return reply.error(Errno::EINVAL);
         }
+        let live = if req.sets() {
+            self.meta_live(ino.0)
+        } else {
+            None
+        };
+        let _drain = live.as_ref().map(|l| l.drain.read());
         match self.ns.fileattr_ioctl(ino.0, req, &mut arg) {
-            Ok(()) if req.sets() => reply.ioctl(0, &[]),
+            Ok(()) if req.sets() => {
+                if let Some(l) = &live {
+                    l.meta_changed();
+                }
+                reply.ioctl(0, &[])
+            }
             Ok(()) => reply.ioctl(0, &arg),
             Err(e) => reply.error(errno(&e)),
         }

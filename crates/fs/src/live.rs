@@ -38,6 +38,10 @@ pub struct MoveState {
     pub switched_at: Option<Instant>,
     /// Seq of the last completed cleanup (MOVE_CLEANUP is idempotent per seq).
     pub cleaned_seq: u64,
+    /// A metadata change (mode, owner, times, xattrs, inode flags) reached
+    /// the source after the plan: the staging copy may lack it, so the
+    /// cutover refuses (S11.3 counts data changes only in write_seq).
+    pub meta_changed: bool,
 }
 
 impl Default for MoveState {
@@ -51,6 +55,7 @@ impl Default for MoveState {
             source_rel: None,
             switched_at: None,
             cleaned_seq: 0,
+            meta_changed: false,
         }
     }
 }
@@ -107,6 +112,16 @@ impl LiveObj {
     /// A data-changing operation completed (S11.3 item 3).
     pub fn wrote(&self) {
         self.write_seq.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A metadata change completed on the current lower, under the drain
+    /// lock held shared: a move planned but not yet switched must not cut
+    /// over to a copy made before it.
+    pub fn meta_changed(&self) {
+        let mut mv = self.mv.lock();
+        if matches!(mv.state, state::PLAN_ACCEPTED | state::CUTOVER_IN_PROGRESS) {
+            mv.meta_changed = true;
+        }
     }
 
     fn evictable(&self) -> bool {

@@ -423,6 +423,7 @@ impl Namespace {
             mv.source = cur;
             mv.seq = seq;
             mv.force = force;
+            mv.meta_changed = false;
         }
         let src_slot = self.tiers[usize::from(cur)].slot;
         if let Err(e) =
@@ -683,6 +684,17 @@ impl Namespace {
             drop(guard);
             self.fail_move(live, "failpoint cutover_after_drain", None);
             return Err(err!(e, "failpoint cutover_after_drain"));
+        }
+        // Metadata set on the source after the plan may be missing from
+        // the staging copy (metadata operations hold the drain shared, so
+        // none is running now).
+        if live.mv.lock().meta_changed {
+            drop(guard);
+            self.fail_move(live, "source metadata changed during the move", None);
+            return Err(err!(
+                libc::ESTALE,
+                "the source's metadata changed during the move"
+            ));
         }
         // Gate 10: the source changed since the worker's INSPECT.
         let now_ws = live.write_seq.load(Ordering::Acquire);

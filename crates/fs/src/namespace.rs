@@ -1016,8 +1016,7 @@ impl Namespace {
 
     /// Lower attributes of a node; st_ino replaced with the pool's.
     pub fn getattr(&self, ino: u64) -> Result<libc::stat> {
-        let node = self.node(ino)?;
-        let mut st = self.stat_node(&node)?;
+        let mut st = self.on_node(ino, |node| self.stat_node(node))?;
         st.st_ino = ino;
         if let Some(n) = self.nodes.write().get_mut(&ino) {
             n.attr = Some(NodeAttr::from(&st));
@@ -1082,6 +1081,25 @@ impl Namespace {
             .open_dir(&p)
             .map_err(io_err(|| format!("open parent of {:?}", node.rel_path)))?;
         Ok((t, d, n))
+    }
+
+    /// `f` on the node of `ino`; when it fails with ENOENT or ESTALE after a
+    /// cutover switched the node to another tier or path meanwhile (the
+    /// source copy leaves the namespace at the switch), `f` once more on
+    /// the node as it is now.
+    fn on_node<T>(&self, ino: u64, f: impl Fn(&Node) -> Result<T>) -> Result<T> {
+        let node = self.node(ino)?;
+        match f(&node) {
+            Err(e) if e.errno == libc::ENOENT || e.errno == libc::ESTALE => {
+                let now = self.node(ino)?;
+                if now.rank != node.rank || now.rel_path != node.rel_path {
+                    f(&now)
+                } else {
+                    Err(e)
+                }
+            }
+            r => r,
+        }
     }
 
     /// Canonical copy of a directory node: (tier, fd of the directory itself).
@@ -2023,15 +2041,17 @@ impl Namespace {
     pub fn link(&self, ino: u64, newparent: u64, newname: &OsStr) -> Result<Entry> {
         self.check_writable()?;
         check_name(newname)?;
-        let node = self.node(ino)?;
         let npnode = self.node(newparent)?;
         if npnode.rel_path.is_empty() && newname == INTERNAL_DIR {
             return Err(err!(libc::EPERM, ".smoothfs is reserved"));
         }
+        let _g = self.ns_lock.lock();
+        // Read under ns_lock: a cutover switches the node under it, and a
+        // node read before would name the source copy it just retired.
+        let node = self.node(ino)?;
         if node.kind == KIND_DIR {
             return Err(err!(libc::EPERM, "hard link to a directory"));
         }
-        let _g = self.ns_lock.lock();
         if self.find_in_dir(&npnode.rel_path, newname)?.is_some() {
             return Err(err!(libc::EEXIST, "target exists"));
         }
@@ -2070,7 +2090,10 @@ impl Namespace {
 
     /// Open the authoritative lower file of `ino` with `flags` (O_CREAT etc. stripped).
     pub fn open_lower(&self, ino: u64, flags: i32) -> Result<(OwnedFd, u8)> {
-        let node = self.node(ino)?;
+        self.on_node(ino, |node| self.open_node(node, flags))
+    }
+
+    fn open_node(&self, node: &Node, flags: i32) -> Result<(OwnedFd, u8)> {
         let rank = node
             .rank
             .ok_or_else(|| err!(libc::EISDIR, "is a directory"))?;
@@ -2146,15 +2169,18 @@ impl Namespace {
                 _ => Err(err!(libc::ENODATA, "no such reserved attribute")),
             };
         }
-        let (d, n) = self.target_of(&node)?;
         let c = std::ffi::CString::new(nb).map_err(|_| err!(libc::EINVAL, "bad xattr name"))?;
-        sys::lgetxattr(d.as_fd(), &n, &c).map_err(|e| Error::io("getxattr", e))
+        self.on_node(ino, |node| {
+            let (d, n) = self.target_of(node)?;
+            sys::lgetxattr(d.as_fd(), &n, &c).map_err(|e| Error::io("getxattr", e))
+        })
     }
 
     pub fn listxattr(&self, ino: u64) -> Result<Vec<u8>> {
-        let node = self.node(ino)?;
-        let (d, n) = self.target_of(&node)?;
-        let raw = sys::llistxattr(d.as_fd(), &n).map_err(|e| Error::io("listxattr", e))?;
+        let raw = self.on_node(ino, |node| {
+            let (d, n) = self.target_of(node)?;
+            sys::llistxattr(d.as_fd(), &n).map_err(|e| Error::io("listxattr", e))
+        })?;
         let mut out = Vec::with_capacity(raw.len());
         for x in raw.split(|b| *b == 0).filter(|x| !x.is_empty()) {
             if x.starts_with(XATTR_RESERVED_PREFIX.as_bytes()) {
