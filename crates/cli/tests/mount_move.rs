@@ -849,3 +849,52 @@ fn s11_metadata_changed_after_the_plan_fails_the_cutover() {
     // (Times are not checked here: stage_copy copies bytes and xattrs only.)
     assert_eq!(fs::read(p.mnt(rel)).unwrap(), data);
 }
+
+/// A listing that reads the tiers while a file moves from tier 1 to tier 0
+/// lists it: the listing reads tier 0 before the switch and tier 1 after
+/// it (held there by a failpoint), so it saw the name on neither, and is
+/// taken again. Before, the name was missing from that listing.
+#[test]
+fn s2_3_a_listing_overlapping_a_switch_still_lists_the_file() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let t0 = LoopTier::new("ext4", 256);
+    let t1 = LoopTier::new("ext4", 256);
+    let gate = std::env::temp_dir().join(format!("smoothfs-listgate-{}", std::process::id()));
+    let _ = fs::remove_file(&gate);
+    // The 2nd tier read of the first listing (tier 1) waits for the gate.
+    let spec = format!("list_dir_tier=2*wait({})", gate.display());
+    let pool = Pool::mount_with_env(
+        &[t0.path(), t1.path()],
+        "",
+        &[("SMOOTHFS_FAILPOINTS", spec.as_str())],
+    );
+    // Created directly on the tiers (no listing of the directory yet); the
+    // directory on both, so the listing reads both.
+    fs::create_dir_all(t0.join("dir")).unwrap();
+    fs::create_dir_all(t1.join("dir")).unwrap();
+    fs::write(t1.join("dir/moving.bin"), pattern(50_000, 4)).unwrap();
+    let oid = oid_of(&pool.join("dir/moving.bin"));
+    let mut c = client(&pool);
+    wait_no_handles(&mut c, &pool, &oid);
+    let dir = pool.join("dir");
+    let lister = std::thread::spawn(move || {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    // The listing has read tier 0 and waits before tier 1: move 1 -> 0.
+    let staging = plan(&mut c, &pool, &oid, 0, 2).expect("plan");
+    stage_copy(&t1.join("dir/moving.bin"), &staging);
+    assert_eq!(cutover(&mut c, &pool, &oid, 2, None), 0);
+    assert_eq!(cleanup(&mut c, &pool, &oid, 2), 0);
+    File::create(&gate).unwrap();
+    let names = lister.join().unwrap();
+    let _ = fs::remove_file(&gate);
+    assert_eq!(names, ["moving.bin"]);
+}

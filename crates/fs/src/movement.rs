@@ -81,6 +81,10 @@ pub struct MoveCtl {
     pub cleanup_grace_s: AtomicU64,
     pub quiesce_timeout_ms: AtomicU64,
     pub cutovers_in_flight: AtomicU64,
+    /// Odd while a switch renames copies between tiers, even otherwise:
+    /// a union listing that overlapped one (saw the source tier before and
+    /// the destination after, or the reverse) lists again.
+    pub switch_seq: AtomicU64,
     pub moves_planned_total: AtomicU64,
     pub cutovers_total: AtomicU64,
     pub cutover_failures_total: AtomicU64,
@@ -122,6 +126,7 @@ impl Default for MoveCtl {
             cleanup_grace_s: AtomicU64::new(300),
             quiesce_timeout_ms: AtomicU64::new(60_000),
             cutovers_in_flight: AtomicU64::new(0),
+            switch_seq: AtomicU64::new(0),
             moves_planned_total: AtomicU64::new(0),
             cutovers_total: AtomicU64::new(0),
             cutover_failures_total: AtomicU64::new(0),
@@ -749,7 +754,10 @@ impl Namespace {
         let oid = live.oid;
         let dst_slot = self.tiers[usize::from(dest)].slot;
         let ns_guard = self.ns_lock.lock();
-        let (rel, dst_ino, source_rel) = match self.switch(live, seq, src, dest) {
+        self.moves.switch_seq.fetch_add(1, Ordering::AcqRel);
+        let switched = self.switch(live, seq, src, dest);
+        self.moves.switch_seq.fetch_add(1, Ordering::AcqRel);
+        let (rel, dst_ino, source_rel) = match switched {
             Ok(v) => v,
             Err((e, placed_rel)) => {
                 drop(ns_guard);

@@ -2289,6 +2289,26 @@ impl Namespace {
         if node.kind != KIND_DIR {
             return Err(err!(libc::ENOTDIR, "not a directory"));
         }
+        // A file moving from a slower tier to a faster one while the tiers
+        // are read one after the other could be missed on both: list again
+        // when a switch overlapped the listing (a few tries, then the last
+        // listing as it is).
+        let mut tries = 0;
+        loop {
+            let before = self.moves.switch_seq.load(Ordering::Acquire);
+            let out = self.list_dir_once(&node)?;
+            let after = self.moves.switch_seq.load(Ordering::Acquire);
+            tries += 1;
+            if (before == after && before.is_multiple_of(2)) || tries == 4 {
+                return Ok(out);
+            }
+            if !before.is_multiple_of(2) {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+    }
+
+    fn list_dir_once(&self, node: &Node) -> Result<Vec<DirEntry>> {
         let mut seen: HashSet<OsString> = HashSet::new();
         let mut out = Vec::new();
         // The directory's indexed children, read once for every tier.
@@ -2317,6 +2337,7 @@ impl Namespace {
             let Ok(d) = t.open_dir(&node.rel_path) else {
                 continue;
             };
+            let _ = smoothfs_uapi::failpoint::hit("list_dir_tier");
             let entries = sys::read_dir_all(d.as_fd()).map_err(io_err(|| {
                 format!("list {:?} on tier {}", node.rel_path, t.rank)
             }))?;
