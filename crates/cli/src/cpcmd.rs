@@ -39,7 +39,7 @@ use smoothfs_control::dataplane;
 use smoothfs_control::planner::{self, Decision, GateDirection, PlanInput, Verdict};
 use smoothfs_control::store::{self, PoolRecord, Store, Timestamp, oid_hex, parse_oid};
 use smoothfs_uapi::client::Client;
-use smoothfs_uapi::ids::TierState;
+use smoothfs_uapi::ids::{MovementState, TierState};
 use uuid::Uuid;
 
 use crate::ops::{self, Fail};
@@ -1054,6 +1054,34 @@ fn move_status(as_json: bool, api: Option<&Path>) -> Result<(), Fail> {
     Ok(())
 }
 
+/// MOVE_ABORT of a plan still accepted in the data plane with no worker
+/// behind it; the plan's seq, or None when the object has no plan in
+/// `plan_accepted` (nothing to abort there).
+fn abort_orphan_plan(
+    target: &str,
+    pool: Option<&str>,
+    oid: &[u8; 16],
+) -> Result<Option<u64>, Fail> {
+    let p = if Path::new(target).exists() || pool.is_none() {
+        ops::pool_for_path(Path::new(target), pool)?.0
+    } else {
+        ops::select_pool(pool)?
+    };
+    let mut c = ops::connect(&p)?;
+    let i = dataplane::inspect(&mut c, &p.uuid, oid)?;
+    if i.movement_state != MovementState::PlanAccepted {
+        return Ok(None);
+    }
+    dataplane::move_abort(
+        &mut c,
+        &p.uuid,
+        oid,
+        i.transaction_seq,
+        Some("aborted by operator (its worker was gone)"),
+    )?;
+    Ok(Some(i.transaction_seq))
+}
+
 fn move_op(
     op: &str,
     target: &str,
@@ -1064,6 +1092,7 @@ fn move_op(
     let oid = target_oid(target, pool)?;
     let mut last: Option<Value> = None;
     let mut reached = 0;
+    let mut unknown = 0;
     for sock in api_sockets(api) {
         let Ok(v) = api_call(&sock, op, json!({"object_id": oid_hex(&oid)})) else {
             continue;
@@ -1086,7 +1115,33 @@ fn move_op(
             }
             return Ok(());
         }
+        if v.get("errno").and_then(Value::as_str) == Some("ENOENT") {
+            unknown += 1;
+        }
         last = Some(v);
+    }
+    // No control plane runs this move (none is up, or none has it queued
+    // or running): a plan its worker left behind (a `smoothfs move` killed
+    // mid-copy) is aborted in the data plane itself (S9.6 item 1).
+    if op == "move_abort" && unknown == reached {
+        match abort_orphan_plan(target, pool, &oid)? {
+            Some(seq) => {
+                if as_json {
+                    println!(
+                        "{}",
+                        json!({"object_id": oid_hex(&oid), "result": "aborted in the data plane",
+                               "transaction_seq": seq})
+                    );
+                } else {
+                    println!(
+                        "{target}: aborted in the data plane (plan {seq} had no running worker); the file stays where it was"
+                    );
+                }
+                return Ok(());
+            }
+            None if reached == 0 => return Err(no_daemon()),
+            None => {}
+        }
     }
     if reached == 0 {
         return Err(no_daemon());

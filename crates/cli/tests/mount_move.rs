@@ -898,3 +898,85 @@ fn s2_3_a_listing_overlapping_a_switch_still_lists_the_file() {
     let _ = fs::remove_file(&gate);
     assert_eq!(names, ["moving.bin"]);
 }
+
+/// open(O_TRUNC) truncates the lower as it opens: it counts as a data
+/// change (S11.3), so a move planned before it does not cut over to the
+/// untruncated copy. Before, the move switched and the truncation was lost.
+#[test]
+fn s11_open_with_o_trunc_during_a_move_is_not_lost() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let p = TwoTierPool::new("ext4", "ext4", "");
+    let pool = &p.pool;
+    let rel = "trunc.bin";
+    write_synced(&p.mnt(rel), &pattern(120_000, 2));
+    let oid = oid_of(&p.mnt(rel));
+    let mut c = client(pool);
+    wait_no_handles(&mut c, pool, &oid);
+    let ws = inspect(&mut c, pool, &oid).write_seq;
+    let staging = plan(&mut c, pool, &oid, 1, 4).expect("plan");
+    stage_copy(&p.lower(rel), &staging);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(p.mnt(rel))
+        .unwrap();
+    f.write_all(b"short").unwrap();
+    drop(f);
+    wait_no_handles(&mut c, pool, &oid);
+    assert_eq!(cutover(&mut c, pool, &oid, 4, Some(ws)), libc::ESTALE);
+    assert_eq!(p.holders(rel), vec![0]);
+    assert_eq!(fs::read(p.mnt(rel)).unwrap(), b"short");
+}
+
+/// A plan whose worker is gone (a `smoothfs move` killed mid-copy, no
+/// control plane running it) is aborted by `smoothfs move abort` in the
+/// data plane: placed again, staging removed, movable again. Before, it
+/// stayed `plan_accepted` until a remount and the abort said ENOENT.
+#[test]
+fn s9_6_move_abort_clears_a_plan_left_by_a_dead_worker() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let p = TwoTierPool::new("ext4", "ext4", "");
+    let pool = &p.pool;
+    let rel = "orphan.bin";
+    let data = pattern(90_000, 12);
+    write_synced(&p.mnt(rel), &data);
+    let oid = oid_of(&p.mnt(rel));
+    let mut c = client(pool);
+    let staging = plan(&mut c, pool, &oid, 1, 9).expect("plan");
+    fs::write(&staging, b"partial copy").unwrap();
+    let out = std::process::Command::new(SMOOTHFS)
+        .args(["move", "abort"])
+        .arg(p.mnt(rel))
+        .args(["--api-socket", "/nonexistent/controlplane.sock"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("aborted in the data plane"), "{stdout}");
+    let i = inspect(&mut c, pool, &oid);
+    assert_eq!((i.state, i.current), (0, 0));
+    assert!(!staging.exists());
+    assert_eq!(fs::read(p.mnt(rel)).unwrap(), data);
+    // Nothing to abort now: the command says so (no control plane).
+    let again = std::process::Command::new(SMOOTHFS)
+        .args(["move", "abort"])
+        .arg(p.mnt(rel))
+        .args(["--api-socket", "/nonexistent/controlplane.sock"])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    // And it moves again.
+    let staging = plan(&mut c, pool, &oid, 1, 10).expect("plan after the abort");
+    stage_copy(&p.lower(rel), &staging);
+    assert_eq!(cutover(&mut c, pool, &oid, 10, None), 0);
+    assert_eq!(cleanup(&mut c, pool, &oid, 10), 0);
+    assert_eq!(fs::read(p.mnt(rel)).unwrap(), data);
+}

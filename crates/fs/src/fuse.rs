@@ -871,14 +871,23 @@ impl Filesystem for SmoothFs {
             Ok(n) => n,
             Err(e) => return reply.error(errno(&e)),
         };
+        let live = self.ns.live.get_or_create(ino.0, node.oid);
+        // O_TRUNC truncates the lower as it opens: data-changing, so it
+        // drains with the cutover and counts in write_seq (S11.3), or a
+        // move would switch to a copy made before the truncation.
+        let trunc = flags & libc::O_TRUNC != 0 && node.kind == KIND_FILE;
+        let drain = trunc.then(|| live.drain.read());
         let (fd, rank) = match self.open_for_handle(ino.0, flags) {
             Ok(v) => v,
             Err(e) => return reply.error(errno(&e)),
         };
+        if trunc {
+            live.wrote();
+        }
+        drop(drain);
         if flags & libc::O_DIRECT != 0 && self.ns.tiers[rank as usize].caps & (1 << 7) == 0 {
             return reply.error(Errno::EINVAL);
         }
-        let live = self.ns.live.get_or_create(ino.0, node.oid);
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let backing = self.open_mode(&live, &fd, rank, req.pid(), writable, &|f| {
             reply.open_backing(f.as_fd())
