@@ -718,6 +718,10 @@ fn s11_unlink_while_the_cutover_waits_is_not_undone() {
     let mut c = client(&pool);
     let staging = plan(&mut c, &pool, &oid, 1, 7).expect("plan");
     stage_copy(&t0.join(rel), &staging);
+    // A reader keeps the inode (and the daemon's node) alive across the
+    // unlink, as a client with the file open does; opened after the plan,
+    // its handle is mediated and does not block the cutover.
+    let reader = File::open(pool.join(rel)).unwrap();
     let cut = cutover_in_thread(&pool, &oid, 7, None);
     // The cutover is parked before its drain, in cutover_in_progress.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -729,11 +733,20 @@ fn s11_unlink_while_the_cutover_waits_is_not_undone() {
     File::create(&gate).unwrap();
     let errno = cut.join().unwrap();
     let _ = fs::remove_file(&gate);
-    assert!(
-        errno == libc::ENOENT || errno == libc::ESTALE,
-        "the switch refuses an object that lost its name: errno {errno}"
+    assert_eq!(
+        errno,
+        libc::ENOENT,
+        "the switch refuses an object that lost its name"
     );
     assert!(!pool.join(rel).exists(), "the unlinked file came back");
+    let mut back = Vec::new();
+    (&reader).read_to_end(&mut back).unwrap();
+    assert_eq!(
+        back,
+        pattern(100_000, 3),
+        "the open unlinked file still reads"
+    );
+    drop(reader);
     assert!(fs::read_dir(pool.join("d")).unwrap().next().is_none());
     assert!(tiers_holding(&[t0.path(), t1.path()], rel).is_empty());
     assert!(staging_dir_empty(t0.path()) && staging_dir_empty(t1.path()));
@@ -979,4 +992,57 @@ fn s9_6_move_abort_clears_a_plan_left_by_a_dead_worker() {
     assert_eq!(cutover(&mut c, pool, &oid, 10, None), 0);
     assert_eq!(cleanup(&mut c, pool, &oid, 10), 0);
     assert_eq!(fs::read(p.mnt(rel)).unwrap(), data);
+}
+
+/// A rename over a file whose cutover waits for the drain: the renamed
+/// file keeps the name and its bytes. Before, the switch renamed the
+/// moving file's copy in and sent the renamed one to quarantine as
+/// "foreign", so `mv f g` returned 0 and g held the old bytes.
+#[test]
+fn s11_rename_over_a_file_in_cutover_keeps_the_renamed_file() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let t0 = LoopTier::new("ext4", 256);
+    let t1 = LoopTier::new("ext4", 256);
+    let gate = std::env::temp_dir().join(format!("smoothfs-rngate-{}", std::process::id()));
+    let _ = fs::remove_file(&gate);
+    let spec = format!("cutover_before_drain=wait({})", gate.display());
+    let pool = Pool::mount_with_env(
+        &[t0.path(), t1.path()],
+        "",
+        &[("SMOOTHFS_FAILPOINTS", spec.as_str())],
+    );
+    // f on tier 1 (created there directly), g on tier 0 moving to tier 1.
+    fs::write(t1.join("f"), b"NEW data of f").unwrap();
+    write_synced(&pool.join("g"), b"OLD data of g");
+    let f_ino = ino_of(&pool.join("f"));
+    let oid = oid_of(&pool.join("g"));
+    let mut c = client(&pool);
+    let staging = plan(&mut c, &pool, &oid, 1, 3).expect("plan");
+    stage_copy(&t0.join("g"), &staging);
+    let reader = File::open(pool.join("g")).unwrap(); // mediated, keeps the node
+    let cut = cutover_in_thread(&pool, &oid, 3, None);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while inspect(&mut c, &pool, &oid).state != 6 {
+        assert!(Instant::now() < deadline, "cutover never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    fs::rename(pool.join("f"), pool.join("g")).expect("rename over the moving file");
+    File::create(&gate).unwrap();
+    let errno = cut.join().unwrap();
+    let _ = fs::remove_file(&gate);
+    assert_eq!(errno, libc::ENOENT, "the replaced object's cutover fails");
+    drop(reader);
+    assert_eq!(fs::read(pool.join("g")).unwrap(), b"NEW data of f");
+    assert_eq!(ino_of(&pool.join("g")), f_ino);
+    assert!(!pool.join("f").exists());
+    assert_eq!(tiers_holding(&[t0.path(), t1.path()], "g"), vec![1]);
+    assert!(
+        fs::read_dir(t1.join(".smoothfs/quarantine"))
+            .map(|d| d.count() == 0)
+            .unwrap_or(true),
+        "nothing quarantined"
+    );
+    assert!(staging_dir_empty(t0.path()) && staging_dir_empty(t1.path()));
 }
