@@ -120,7 +120,9 @@ pub fn apply_heat_sample(
     }
     let now_s = now.to_rfc3339();
     let mut unknown_set: HashSet<[u8; 16]> = HashSet::new();
-    let tx = store.conn_mut().transaction()?;
+    let tx = store
+        .conn_mut()
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     {
         let mut select = tx.prepare_cached(
             "SELECT ewma_value, last_heat_sample_at FROM smoothfs_objects WHERE object_id = ?1",
@@ -342,7 +344,9 @@ impl HeatCache {
         if self.dirty == 0 {
             return Ok(0);
         }
-        let tx = store.conn_mut().transaction()?;
+        let tx = store
+            .conn_mut()
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut n = 0;
         {
             let mut update = tx.prepare_cached(

@@ -1284,7 +1284,9 @@ impl Store {
     /// row with the same OID. Returns whether a row was written; an
     /// existing live row is left alone.
     pub fn insert_object(&mut self, o: &NewObject, now: Timestamp) -> Result<bool> {
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let n = insert_object_tx(&tx, o, &now.to_rfc3339())?;
         tx.commit()?;
         Ok(n)
@@ -1303,7 +1305,9 @@ impl Store {
     ) -> Result<InventoryStats> {
         let now_s = now.to_rfc3339();
         let mut stats = InventoryStats::default();
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         {
             let mut select = tx.prepare_cached(
                 "SELECT movement_state, size_bytes, mtime_ns, attempts FROM smoothfs_objects \
@@ -1396,7 +1400,9 @@ impl Store {
         now: Timestamp,
     ) -> Result<usize> {
         let now_s = now.to_rfc3339();
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let missing: Vec<String> = {
             let mut stmt = tx.prepare_cached(
                 "SELECT object_id FROM smoothfs_objects \
@@ -1555,7 +1561,9 @@ impl Store {
     /// row's state allows `t`.
     fn begin_step(&mut self, oid: &[u8; 16], t: Transition, now: Timestamp) -> Result<Step<'_>> {
         let now = now.to_rfc3339();
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let (from, namespace) = check_transition(&tx, oid, t)?;
         Ok(Step {
             tx,
@@ -1776,7 +1784,9 @@ impl Store {
     /// `{"recovered":"<reason>"}`; `Gone` one `<state>`→`stale` row.
     pub fn recover_row(&mut self, oid: &[u8; 16], action: &Recovery, now: Timestamp) -> Result<()> {
         let now_s = now.to_rfc3339();
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let row = {
             let mut stmt = tx.prepare_cached(&format!(
                 "SELECT {OBJECT_COLUMNS} FROM smoothfs_objects WHERE object_id = ?1"

@@ -76,7 +76,9 @@ pub fn log_planner_deferral(
 ) -> Result<bool> {
     let hex = oid_hex(oid);
     let now_s = now.to_rfc3339();
-    let tx = store.conn_mut().transaction()?;
+    let tx = store
+        .conn_mut()
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let row: Option<(String, String, i64)> = tx
         .query_row(
             "SELECT namespace_id, movement_state, transaction_seq FROM smoothfs_objects \

@@ -1374,3 +1374,70 @@ fn heat_cache_rate() {
         samples as f64 / ingest.as_secs_f64()
     );
 }
+
+/// Two processes write one store file (the control plane, and an operator
+/// command or a second control plane): a read-then-write transaction that
+/// started deferred failed at once with "database is locked"
+/// (SQLITE_BUSY_SNAPSHOT, which the busy timeout does not retry) when the
+/// other connection committed in between. Transactions now begin
+/// IMMEDIATE: each waits its turn, none fails.
+#[test]
+fn two_connections_writing_one_store_never_see_database_is_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("control.db");
+    let mut a = Store::open(&path).unwrap();
+    let pool = new_pool(&mut a);
+    for n in 1..=50 {
+        add_object(&mut a, &pool, n, 1);
+    }
+    let tier = pool.tiers[0].id.clone();
+    let p2 = path.clone();
+    let other = std::thread::spawn(move || {
+        let mut b = Store::open(&p2).unwrap();
+        let mut errors = Vec::new();
+        for round in 0..40u32 {
+            for n in 1..=50 {
+                let reason = if round % 2 == 0 {
+                    "deferred:tick-limit"
+                } else {
+                    "deferred:destination-full"
+                };
+                if let Err(e) = smoothfs_control::storeext::log_planner_deferral(
+                    &mut b,
+                    &oid(n),
+                    &tier,
+                    reason,
+                    t0(),
+                ) {
+                    errors.push(e.to_string());
+                }
+            }
+        }
+        errors
+    });
+    let mut errors = Vec::new();
+    for round in 0..40u32 {
+        for n in 1..=50 {
+            if let Err(e) = smoothfs_control::storeext::log_planner_deferral(
+                &mut a,
+                &oid(n),
+                &pool.tiers[1].id,
+                if round % 2 == 0 {
+                    "deferred:no-swap-victim"
+                } else {
+                    "deferred:cooldown"
+                },
+                t0(),
+            ) {
+                errors.push(e.to_string());
+            }
+        }
+    }
+    errors.extend(other.join().unwrap());
+    assert!(
+        errors.is_empty(),
+        "{} errors, first: {:?}",
+        errors.len(),
+        errors.first()
+    );
+}
