@@ -421,11 +421,13 @@ impl MoveError {
                  store it: retry, or choose another tier"
                     .into()
             }
+            MoveError::SourceRaced(_)
+            | MoveError::CutoverRaced(_)
+            | MoveError::Copy(CopyError::SourceChanged(_)) => {
+                "the file changed during the move: retry when it is idle".into()
+            }
             MoveError::Copy(_) | MoveError::Io { .. } => {
                 "check the tiers' health and free space, then retry".into()
-            }
-            MoveError::SourceRaced(_) | MoveError::CutoverRaced(_) => {
-                "the file changed during the move: retry when it is idle".into()
             }
             MoveError::Failpoint { .. } => "a test failpoint fired (SMOOTHFS_FAILPOINTS)".into(),
             MoveError::Lun(_) => "the LUN target may still be stopped: check the pin \

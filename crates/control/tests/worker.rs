@@ -350,3 +350,15 @@ fn cancel_before_the_plan_fails_without_plan_or_abort() {
     assert!(!pool.log().contains(&"MOVE_PLAN"));
     assert!(!pool.log().contains(&"MOVE_ABORT"));
 }
+
+/// A copy that saw the source change says so, rather than pointing at the
+/// tiers' health and free space.
+#[test]
+fn a_source_changed_during_the_copy_hints_at_an_idle_retry() {
+    let e = smoothfs_control::worker::MoveError::Copy(
+        smoothfs_control::copy::CopyError::SourceChanged(
+            "the source shrank during the copy".into(),
+        ),
+    );
+    assert!(e.hint().contains("changed during the move"), "{}", e.hint());
+}

@@ -74,6 +74,16 @@ pub struct MoveEvt {
 
 type Sink<T> = OnceLock<Box<dyn Fn(T) + Send + Sync>>;
 
+impl MoveCtl {
+    /// The switch sequence of directory `dir` (relative path).
+    pub fn switch_seq_of(&self, dir: &OsStr) -> &AtomicU64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        dir.hash(&mut h);
+        &self.switch_seq[(h.finish() % 64) as usize]
+    }
+}
+
 /// Movement settings, counters and the sinks the control socket installs.
 pub struct MoveCtl {
     pub quiesced: AtomicBool,
@@ -81,10 +91,11 @@ pub struct MoveCtl {
     pub cleanup_grace_s: AtomicU64,
     pub quiesce_timeout_ms: AtomicU64,
     pub cutovers_in_flight: AtomicU64,
-    /// Odd while a switch renames copies between tiers, even otherwise:
-    /// a union listing that overlapped one (saw the source tier before and
-    /// the destination after, or the reverse) lists again.
-    pub switch_seq: AtomicU64,
+    /// Per directory (hashed into 64 slots): odd while a switch renames
+    /// copies between tiers in it, even otherwise. A union listing that
+    /// overlapped one (saw the source tier before and the destination
+    /// after, or the reverse) lists again.
+    pub switch_seq: [AtomicU64; 64],
     pub moves_planned_total: AtomicU64,
     pub cutovers_total: AtomicU64,
     pub cutover_failures_total: AtomicU64,
@@ -126,7 +137,7 @@ impl Default for MoveCtl {
             cleanup_grace_s: AtomicU64::new(300),
             quiesce_timeout_ms: AtomicU64::new(60_000),
             cutovers_in_flight: AtomicU64::new(0),
-            switch_seq: AtomicU64::new(0),
+            switch_seq: std::array::from_fn(|_| AtomicU64::new(0)),
             moves_planned_total: AtomicU64::new(0),
             cutovers_total: AtomicU64::new(0),
             cutover_failures_total: AtomicU64::new(0),
@@ -466,8 +477,30 @@ impl Namespace {
     /// then `placed`, remove the staging file (and, when `remove_dest` is
     /// given, the destination copy at that rel_path carrying this OID).
     fn fail_move(&self, live: &LiveObj, reason: &str, remove_dest: Option<&OsStr>) {
+        self.fail_move_from(live, reason, remove_dest, None);
+    }
+
+    /// Fail the move in flight back to its source. The move is claimed under
+    /// the `mv` lock in one step (state `failed`, seq, source and
+    /// destination read together), so two paths never fail it twice and an
+    /// abort never fails a move whose cutover has begun: with `only_from`,
+    /// only a move in that state is failed. Returns whether this call
+    /// failed it.
+    fn fail_move_from(
+        &self,
+        live: &LiveObj,
+        reason: &str,
+        remove_dest: Option<&OsStr>,
+        only_from: Option<u8>,
+    ) -> bool {
         let (seq, src, dest) = {
-            let mv = live.mv.lock();
+            let mut mv = live.mv.lock();
+            if matches!(mv.state, state::PLACED | state::FAILED)
+                || only_from.is_some_and(|s| s != mv.state)
+            {
+                return false;
+            }
+            mv.state = state::FAILED;
             (mv.seq, mv.source, mv.intended)
         };
         let oid = live.oid;
@@ -489,7 +522,12 @@ impl Namespace {
         {
             warn!(%oid, "journaling placed after failure: {e}");
         }
-        *live.mv.lock() = Default::default();
+        {
+            let mut mv = live.mv.lock();
+            if mv.state == state::FAILED && mv.seq == seq {
+                *mv = Default::default();
+            }
+        }
         live.no_passthrough.store(false, Ordering::Relaxed);
         self.emit(MoveEvt {
             oid,
@@ -499,6 +537,7 @@ impl Namespace {
             intended: dest,
             reason: Some(reason.to_string()),
         });
+        true
     }
 
     fn remove_staging(&self, rank: u8, oid: &Oid, seq: u64) {
@@ -550,7 +589,10 @@ impl Namespace {
             }
         }
         let reason = if reason.is_empty() { "aborted" } else { reason };
-        self.fail_move(&live, reason, None);
+        if !self.fail_move_from(&live, reason, None, Some(state::PLAN_ACCEPTED)) {
+            // The cutover claimed it since the check above.
+            return Err(ebusy("a cutover is running"));
+        }
         bump(&self.moves.aborts_total);
         Ok(state::PLACED)
     }
@@ -558,10 +600,11 @@ impl Namespace {
     /// A plan in flight is abandoned because its object changed shape
     /// (last name unlinked, a new hard link) (S9.2 table).
     pub(crate) fn abort_in_flight(&self, oid: &Oid, reason: &str) {
+        // Only a plan not yet cutting over: a cutover that has begun checks
+        // the object's name and links itself, under ns_lock.
         if let Some(live) = self.live.get(oid.ino())
-            && live.state() == state::PLAN_ACCEPTED
+            && self.fail_move_from(&live, reason, None, Some(state::PLAN_ACCEPTED))
         {
-            self.fail_move(&live, reason, None);
             bump(&self.moves.aborts_total);
         }
     }
@@ -754,9 +797,15 @@ impl Namespace {
         let oid = live.oid;
         let dst_slot = self.tiers[usize::from(dest)].slot;
         let ns_guard = self.ns_lock.lock();
-        self.moves.switch_seq.fetch_add(1, Ordering::AcqRel);
+        // The directory the copies move in (under ns_lock: no rename now).
+        let dir = self
+            .node(oid.ino())
+            .map(|n| split(&n.rel_path).0)
+            .unwrap_or_default();
+        let dir_seq = self.moves.switch_seq_of(&dir);
+        dir_seq.fetch_add(1, Ordering::AcqRel);
         let switched = self.switch(live, seq, src, dest);
-        self.moves.switch_seq.fetch_add(1, Ordering::AcqRel);
+        dir_seq.fetch_add(1, Ordering::AcqRel);
         let (rel, dst_ino, source_rel) = match switched {
             Ok(v) => v,
             Err((e, placed_rel)) => {

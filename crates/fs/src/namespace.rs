@@ -2291,19 +2291,23 @@ impl Namespace {
         }
         // A file moving from a slower tier to a faster one while the tiers
         // are read one after the other could be missed on both: list again
-        // when a switch overlapped the listing (a few tries, then the last
-        // listing as it is).
-        let mut tries = 0;
+        // until no switch in this directory overlapped the listing. A switch
+        // in progress is waited out first; after 2 s of switches the last
+        // listing is returned as it is.
+        let seq = self.moves.switch_seq_of(&node.rel_path);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
         loop {
-            let before = self.moves.switch_seq.load(Ordering::Acquire);
-            let out = self.list_dir_once(&node)?;
-            let after = self.moves.switch_seq.load(Ordering::Acquire);
-            tries += 1;
-            if (before == after && before.is_multiple_of(2)) || tries == 4 {
-                return Ok(out);
+            let mut before = seq.load(Ordering::Acquire);
+            while !before.is_multiple_of(2) && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+                before = seq.load(Ordering::Acquire);
             }
-            if !before.is_multiple_of(2) {
-                std::thread::sleep(std::time::Duration::from_millis(1));
+            let out = self.list_dir_once(&node)?;
+            let after = seq.load(Ordering::Acquire);
+            if (before == after && before.is_multiple_of(2))
+                || std::time::Instant::now() >= deadline
+            {
+                return Ok(out);
             }
         }
     }
@@ -2382,7 +2386,13 @@ impl Namespace {
                 let Ok(st) = sys::fstatat(d.as_fd(), &name) else {
                     continue;
                 };
-                let ident = self.identify(t.rank, d.as_fd(), &rel, &name, &st)?;
+                // An entry that left since it was read (a switch retired a
+                // source copy, an unlink) is skipped, as a failed stat is;
+                // the switch's sequence makes the caller list again.
+                let ident = match self.identify(t.rank, d.as_fd(), &rel, &name, &st) {
+                    Err(e) if e.errno == libc::ENOENT => continue,
+                    r => r?,
+                };
                 let Some((oid, _)) = ident else { continue };
                 seen.insert(name.clone());
                 out.push(DirEntry {
