@@ -47,7 +47,7 @@ RATE = float(os.environ.get("RATE", "2000"))
 PHASE_CYCLES = int(os.environ.get("PHASE_CYCLES", "8"))
 SEED = int(os.environ.get("SEED", "16"))
 TARGET_FILL_PCT = 90
-RESERVE = 64 << 20
+RESERVE = (64 + 8) << 20  # move reserve + the planner's slack (PLAN_SLACK_BYTES)
 
 
 def name(i: int) -> str:

@@ -94,12 +94,13 @@ import os, random, sys
 t0, t1, n, kib, start = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 on_t0 = set()
 if start == "full":
-    # Just under tier 0's 90 % target (and its 64 MiB move reserve), so the
+    # Just under tier 0's 90 % target (and its 64 MiB move reserve plus the
+    # planner's 8 MiB slack), so the
     # planner sees no pressure: what it does is promotion and swaps.
     st = os.statvfs(t0)
     size = st.f_blocks * st.f_frsize
     used = (st.f_blocks - st.f_bavail) * st.f_frsize
-    limit = min(size * 90 // 100, size - (64 << 20))
+    limit = min(size * 90 // 100, size - (72 << 20))
     k = int((limit - used) // (kib * 1024) * 0.97)
     on_t0 = set(random.Random(7).sample(range(n), k))
 for i in range(n):
@@ -204,7 +205,8 @@ reads through the mount at $RATE/s, Zipf(1.0) over a random ranking for
 $PHASE_CYCLES planner cycles, then over a new random ranking (the hot-set
 shift) for $PHASE_CYCLES more. Each cycle's share is measured 0.5 s before
 the next tick. The oracle holds the K hottest files, K being what tier 0
-takes under its 90 % target fill and the 64 MiB move reserve. Command:
+takes under its 90 % target fill, the 64 MiB move reserve and the planner's
+8 MiB slack. Command:
 \`$cmd\`.
 
 $md

@@ -21,6 +21,15 @@
 use std::fmt;
 
 use smoothfs_uapi::codec::MOVE_PLAN_RESERVE_BYTES;
+
+/// Room the planner keeps free beyond the move reserve. Free space is
+/// measured at the tick and checked again by W6 and MOVE_PLAN when each
+/// move starts; in between the tier's own metadata grows (the placement
+/// journal on the meta tier gains a few records per move: about 1.6 MiB
+/// over a tick of 2,000 moves), and a move planned to the last byte of the
+/// reserve was refused for lack of a few KiB and waited out the retry
+/// schedule.
+pub const PLAN_SLACK_BYTES: u64 = 8 << 20;
 use smoothfs_uapi::ids::{MovementState, PinState, PolicyPin};
 
 use crate::config::PolicyConfig;
@@ -606,7 +615,7 @@ impl<'a> Planner<'a> {
                     proj: used,
                     target: t.target_fill_pct.min(100),
                     full: t.full_threshold_pct.min(100),
-                    reserve: cfg.move_reserve_bytes.max(MOVE_PLAN_RESERVE_BYTES),
+                    reserve: cfg.move_reserve_bytes.max(MOVE_PLAN_RESERVE_BYTES) + PLAN_SLACK_BYTES,
                     unusable: t.faulted || t.down,
                     inactive: t.inactive,
                     closed: t.create_disabled,
