@@ -502,9 +502,17 @@ impl Tier {
         }
         let after = (u128::from(self.proj) + u128::from(size)).saturating_sub(u128::from(credit));
         let cap = u128::from(self.size);
+        // Filling free room keeps the planning slack too; an exchange that
+        // does not grow the tier (a swap) needs only what MOVE_PLAN checks,
+        // or a tier whose metadata ate into the slack could never swap.
+        let reserve = if credit >= size {
+            self.reserve
+        } else {
+            self.reserve.saturating_add(PLAN_SLACK_BYTES)
+        };
         after * 100 <= u128::from(self.target) * cap
             && after * 100 < u128::from(self.full) * cap
-            && cap.saturating_sub(after) >= u128::from(self.reserve)
+            && cap.saturating_sub(after) >= u128::from(reserve)
     }
 }
 
@@ -615,7 +623,7 @@ impl<'a> Planner<'a> {
                     proj: used,
                     target: t.target_fill_pct.min(100),
                     full: t.full_threshold_pct.min(100),
-                    reserve: cfg.move_reserve_bytes.max(MOVE_PLAN_RESERVE_BYTES) + PLAN_SLACK_BYTES,
+                    reserve: cfg.move_reserve_bytes.max(MOVE_PLAN_RESERVE_BYTES),
                     unusable: t.faulted || t.down,
                     inactive: t.inactive,
                     closed: t.create_disabled,

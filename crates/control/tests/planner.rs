@@ -668,3 +668,23 @@ fn promotions_leave_the_move_reserve_free_on_the_destination() {
     cfg.move_reserve_bytes = 0;
     assert_eq!(plans(&run_with(&tiers, &objects, &cfg)).len(), 2);
 }
+
+/// A tier whose free space fell into the planning slack (its own metadata
+/// grew after the tick that filled it) still swaps: an exchange that does
+/// not grow the tier needs only the move reserve. Before, every candidate
+/// was deferred (no-swap-victim) for good.
+#[test]
+fn a_tier_inside_its_planning_slack_still_swaps() {
+    // 200 MiB, 132 MiB used: 68 MiB free, between the 64 MiB reserve and
+    // reserve + 8 MiB slack; no room to fill, room to exchange.
+    let tiers = [tier(0, 200, 132), tier(1, 1000, 200)];
+    let objects = vec![
+        obj(1, 0, 10_000.0),  // the victim
+        obj(2, 1, 500_000.0), // the candidate
+    ];
+    let out = run(&tiers, &objects);
+    assert_eq!(
+        plans(&out),
+        vec![(1, 0, 1, Reason::DemoteSwap), (2, 1, 0, Reason::Promote)]
+    );
+}
