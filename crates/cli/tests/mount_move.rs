@@ -479,7 +479,9 @@ fn crash_at(fp: &str, expect_tier: usize) {
     let mut c = client(&pool);
     let i = inspect(&mut c, &pool, &oid);
     assert_eq!((i.state, i.current as usize), (0, expect_tier), "{fp}");
-    // And it can move again.
+    // And it can move again, once the reads above have released their
+    // passthrough handles (RELEASE reaches the daemon after close(2)).
+    wait_no_handles(&mut c, &pool, &oid);
     let dest = 1 - expect_tier as u8;
     let staging = plan(&mut c, &pool, &oid, dest, 6).expect("plan after recovery");
     stage_copy(&[t0.path(), t1.path()][expect_tier].join(rel), &staging);
