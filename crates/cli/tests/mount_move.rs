@@ -133,6 +133,35 @@ fn cutover_in_thread(
     })
 }
 
+/// Two fresh ext4 tiers and a pool whose failpoint `fp` (an action taking
+/// the gate file, e.g. `wait` or `2*wait`) holds until the returned gate
+/// file exists.
+fn gated_pool(fp: &str, action: &str) -> (LoopTier, LoopTier, Pool, PathBuf) {
+    let t0 = LoopTier::new("ext4", 256);
+    let t1 = LoopTier::new("ext4", 256);
+    let gate = std::env::temp_dir().join(format!("smoothfs-gate-{fp}-{}", std::process::id()));
+    let _ = fs::remove_file(&gate);
+    let spec = format!("{fp}={action}({})", gate.display());
+    let pool = Pool::mount_with_env(
+        &[t0.path(), t1.path()],
+        "",
+        &[("SMOOTHFS_FAILPOINTS", spec.as_str())],
+    );
+    (t0, t1, pool, gate)
+}
+
+/// Wait (10 s at most) until INSPECT shows the object in movement `state`.
+fn wait_for_state(c: &mut Client, pool: &Pool, oid: &[u8], state: u8) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while inspect(c, pool, oid).state != state {
+        assert!(
+            Instant::now() < deadline,
+            "never reached movement state {state}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn cleanup(c: &mut Client, pool: &Pool, oid: &[u8], seq: u64) -> i32 {
     let mut a = base(pool, oid);
     a.put_u64(Attr::TransactionSeq, seq);
@@ -703,16 +732,7 @@ fn s11_unlink_while_the_cutover_waits_is_not_undone() {
     if !require_root_and_fuse() {
         return;
     }
-    let t0 = LoopTier::new("ext4", 256);
-    let t1 = LoopTier::new("ext4", 256);
-    let gate = std::env::temp_dir().join(format!("smoothfs-gate-{}", std::process::id()));
-    let _ = fs::remove_file(&gate);
-    let spec = format!("cutover_before_drain=wait({})", gate.display());
-    let pool = Pool::mount_with_env(
-        &[t0.path(), t1.path()],
-        "",
-        &[("SMOOTHFS_FAILPOINTS", spec.as_str())],
-    );
+    let (t0, t1, pool, gate) = gated_pool("cutover_before_drain", "wait");
     let rel = "d/gone.bin";
     fs::create_dir_all(pool.join("d")).unwrap();
     write_synced(&pool.join(rel), &pattern(100_000, 3));
@@ -726,11 +746,7 @@ fn s11_unlink_while_the_cutover_waits_is_not_undone() {
     let reader = File::open(pool.join(rel)).unwrap();
     let cut = cutover_in_thread(&pool, &oid, 7, None);
     // The cutover is parked before its drain, in cutover_in_progress.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while inspect(&mut c, &pool, &oid).state != 6 {
-        assert!(Instant::now() < deadline, "cutover never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_state(&mut c, &pool, &oid, 6);
     fs::remove_file(pool.join(rel)).expect("unlink during the cutover");
     File::create(&gate).unwrap();
     let errno = cut.join().unwrap();
@@ -874,17 +890,8 @@ fn s2_3_a_listing_overlapping_a_switch_still_lists_the_file() {
     if !require_root_and_fuse() {
         return;
     }
-    let t0 = LoopTier::new("ext4", 256);
-    let t1 = LoopTier::new("ext4", 256);
-    let gate = std::env::temp_dir().join(format!("smoothfs-listgate-{}", std::process::id()));
-    let _ = fs::remove_file(&gate);
     // The 2nd tier read of the first listing (tier 1) waits for the gate.
-    let spec = format!("list_dir_tier=2*wait({})", gate.display());
-    let pool = Pool::mount_with_env(
-        &[t0.path(), t1.path()],
-        "",
-        &[("SMOOTHFS_FAILPOINTS", spec.as_str())],
-    );
+    let (t0, t1, pool, gate) = gated_pool("list_dir_tier", "2*wait");
     // Created directly on the tiers (no listing of the directory yet); the
     // directory on both, so the listing reads both.
     fs::create_dir_all(t0.join("dir")).unwrap();
@@ -1005,16 +1012,7 @@ fn s11_rename_over_a_file_in_cutover_keeps_the_renamed_file() {
     if !require_root_and_fuse() {
         return;
     }
-    let t0 = LoopTier::new("ext4", 256);
-    let t1 = LoopTier::new("ext4", 256);
-    let gate = std::env::temp_dir().join(format!("smoothfs-rngate-{}", std::process::id()));
-    let _ = fs::remove_file(&gate);
-    let spec = format!("cutover_before_drain=wait({})", gate.display());
-    let pool = Pool::mount_with_env(
-        &[t0.path(), t1.path()],
-        "",
-        &[("SMOOTHFS_FAILPOINTS", spec.as_str())],
-    );
+    let (t0, t1, pool, gate) = gated_pool("cutover_before_drain", "wait");
     // f on tier 1 (created there directly), g on tier 0 moving to tier 1.
     fs::write(t1.join("f"), b"NEW data of f").unwrap();
     write_synced(&pool.join("g"), b"OLD data of g");
@@ -1025,11 +1023,7 @@ fn s11_rename_over_a_file_in_cutover_keeps_the_renamed_file() {
     stage_copy(&t0.join("g"), &staging);
     let reader = File::open(pool.join("g")).unwrap(); // mediated, keeps the node
     let cut = cutover_in_thread(&pool, &oid, 3, None);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while inspect(&mut c, &pool, &oid).state != 6 {
-        assert!(Instant::now() < deadline, "cutover never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_state(&mut c, &pool, &oid, 6);
     fs::rename(pool.join("f"), pool.join("g")).expect("rename over the moving file");
     File::create(&gate).unwrap();
     let errno = cut.join().unwrap();
