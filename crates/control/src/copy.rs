@@ -605,6 +605,28 @@ impl AlignedBuf {
 
 /// Fill `buf` from `f` at `off`; fails with [`CopyError::SourceChanged`]
 /// when the file ends first.
+/// Read `f` from `from` to `to` in pieces of at most `chunk` bytes
+/// (`buf` holds at least that many), handing each piece to `use_bytes`.
+fn read_range(
+    f: &File,
+    buf: &mut AlignedBuf,
+    chunk: usize,
+    from: u64,
+    to: u64,
+    what: &str,
+    mut use_bytes: impl FnMut(&[u8]),
+) -> Result<(), CopyError> {
+    let mut o = from;
+    while o < to {
+        let n = usize::try_from(to - o).unwrap_or(usize::MAX).min(chunk);
+        let b = buf.get_mut(n);
+        read_exact_at(f, b, o, what)?;
+        use_bytes(b);
+        o += n as u64;
+    }
+    Ok(())
+}
+
 fn read_exact_at(f: &File, buf: &mut [u8], off: u64, what: &str) -> Result<(), CopyError> {
     let mut done = 0usize;
     while done < buf.len() {
@@ -671,16 +693,17 @@ fn hash_open_file(
                 }
                 None => {
                     let mut buf = AlignedBuf::new(DEFAULT_CHUNK_BYTES);
-                    let mut o = off;
-                    while o < base + len {
-                        let n = usize::try_from(base + len - o)
-                            .unwrap_or(usize::MAX)
-                            .min(DEFAULT_CHUNK_BYTES);
-                        let b = buf.get_mut(n);
-                        read_exact_at(f, b, o, what)?;
-                        h.update_rayon(b);
-                        o += n as u64;
-                    }
+                    read_range(
+                        f,
+                        &mut buf,
+                        DEFAULT_CHUNK_BYTES,
+                        off,
+                        base + len,
+                        what,
+                        |b| {
+                            h.update_rayon(b);
+                        },
+                    )?;
                 }
             }
             off = base + len;
@@ -1065,16 +1088,9 @@ fn trail(
         }
         if let Some(h) = hasher.as_deref_mut() {
             hash_zeros(h, gap);
-            let mut o = off;
-            while o < off + n {
-                let k = usize::try_from(off + n - o)
-                    .unwrap_or(usize::MAX)
-                    .min(READ_BYTES);
-                let b = buf.get_mut(k);
-                read_exact_at(f, b, o, what)?;
+            read_range(f, &mut buf, READ_BYTES, off, off + n, what, |b| {
                 h.update(b);
-                o += k as u64;
-            }
+            })?;
         }
         let _ = rustix::fs::fadvise(f, off, NonZeroU64::new(n), Advice::DontNeed);
     }
